@@ -1,0 +1,34 @@
+"""Shared fixtures: every test runs offline, with its own weight store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zoo import settings
+
+SHARED_DATA = settings.REPO_ROOT.parent / "shared" / "data" / "timm-results"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No test reaches the network: the Hub endpoint is a closed local port; the store is empty."""
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    settings.get_settings.cache_clear()
+    yield
+    settings.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """timm's published results beside the checkout (always there in CI)."""
+    if not (SHARED_DATA / "results-imagenet.csv").exists():
+        if IN_CI:
+            pytest.fail(f"{SHARED_DATA} is missing: CI must have ../shared/data beside the clone")
+        pytest.skip(f"{SHARED_DATA} not found")
+    return SHARED_DATA

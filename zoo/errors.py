@@ -1,0 +1,46 @@
+"""The ZooError hierarchy: every error a user can meet, each also a builtin, each saying how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error ResNet Zoo raises on purpose."""
+
+
+class ConfigError(ZooError, ValueError):
+    """A setting (environment variable or option) has a value we cannot use."""
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A model name that is neither a registered `arch.tag` nor a bare architecture.
+
+    Attributes:
+        name: the name that was asked for.
+        suggestions: the closest registered names, best first.
+    """
+
+    def __init__(self, name: str, candidates: Iterable[str] = ()):
+        self.name = name
+        self.suggestions = close_matches(name, candidates)
+        hint = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"Unknown model {name!r}.{hint} Run `python -m zoo list` to see every model.")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Return up to `n` candidates that look like `name` (bare architectures count as candidates)."""
+    pool = sorted(set(candidates))
+    key = name.strip().lower()
+    # Tags of an architecture typed bare come first, then names that look alike (resnt50 -> resnet50).
+    found = [c for c in pool if c.startswith(key + ".")]
+    found += [c for c in difflib.get_close_matches(key, pool, n=n, cutoff=0.6) if c not in found]
+    return found[:n]
+
+
+class InvalidArgumentError(ZooError, ValueError):
+    """An argument is outside what the operation accepts; the message gives the accepted range."""

@@ -1,0 +1,83 @@
+"""Frozen runtime settings, read once from the environment."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEVICES = ("auto", "cpu", "cuda")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a running zoo (see the README's Settings table)."""
+
+    weights_dir: Path = REPO_ROOT / "weights"  # ZOO_WEIGHTS_DIR: the local weight store
+    device: str = "auto"  # ZOO_DEVICE: auto picks CUDA when present, else CPU
+    model_memory_mb: int = 4096  # ZOO_MODEL_MEMORY_MB: budget of the ready-model cache
+    host: str = "127.0.0.1"  # ZOO_HOST: interface the server binds (0.0.0.0 on a Space)
+    port: int = 7860  # ZOO_PORT: the server's port
+    hf_offline: bool = False  # HF_HUB_OFFLINE: never contact the Hub
+    hf_endpoint: str = "https://huggingface.co"  # HF_ENDPOINT: the Hub, or a mirror
+    hf_home: Path | None = None  # HF_HOME: Hugging Face cache root (None: huggingface_hub's default)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: `os.environ`).
+
+        Raises:
+            ConfigError: a variable has a value that cannot be used; the message names it.
+        """
+        env = os.environ if environ is None else environ
+        device = env.get("ZOO_DEVICE", cls.device).strip().lower()
+        if device not in DEVICES:
+            raise ConfigError(f"ZOO_DEVICE={device!r} is not one of {', '.join(DEVICES)}.")
+        on_space = bool(env.get("SPACE_ID"))  # Hugging Face Spaces route traffic to 0.0.0.0:7860
+        weights_dir = Path(env.get("ZOO_WEIGHTS_DIR") or cls.weights_dir).expanduser()
+        return cls(
+            weights_dir=weights_dir if weights_dir.is_absolute() else Path.cwd() / weights_dir,
+            device=device,
+            model_memory_mb=_int(env, "ZOO_MODEL_MEMORY_MB", cls.model_memory_mb, low=1),
+            host=env.get("ZOO_HOST") or ("0.0.0.0" if on_space else cls.host),
+            port=_int(env, "ZOO_PORT", cls.port, low=1, high=65535),
+            hf_offline=_bool(env, "HF_HUB_OFFLINE"),
+            hf_endpoint=(env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
+            hf_home=Path(env["HF_HOME"]).expanduser() if env.get("HF_HOME") else None,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise ConfigError(f"{name}={value} must be at least {low}{upper}.")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value (use 1 or 0).")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()
