@@ -32,3 +32,38 @@ def shared_data() -> Path:
             pytest.fail(f"{SHARED_DATA} is missing: CI must have ../shared/data beside the clone")
         pytest.skip(f"{SHARED_DATA} not found")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub_state():
+    """Reachability is remembered per process: start every test from 'unknown'."""
+    from zoo import hub
+
+    hub.reachability.up()
+    yield
+    hub.reachability.up()
+
+
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch):
+    """A local Hub endpoint on 127.0.0.1; HF_ENDPOINT points at it."""
+    from tests.localhub import LocalHub
+
+    hub = LocalHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    settings.get_settings.cache_clear()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="session")
+def resnet18_file(tmp_path_factory) -> Path:
+    """A real resnet18 state dict (seeded random init) as safetensors: what the Hub would serve."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(path))
+    return path

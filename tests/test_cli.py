@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from zoo import registry
 from zoo.cli import main
 from zoo.settings import REPO_ROOT
@@ -34,10 +36,12 @@ def test_unknown_name_exits_non_zero_with_suggestions():
     assert "Did you mean: resnet50" in out.stderr and out.stdout == ""
 
 
-def test_list_table_marks_defaults_and_local_weights(tmp_path: Path, capsys, monkeypatch):
-    store = tmp_path / "weights" / "resnet18.tv_in1k"
-    store.mkdir(parents=True)
-    (store / "model.safetensors").write_bytes(b"x")
+def test_list_table_marks_defaults_and_local_weights(tmp_path: Path, capsys, resnet18_file):
+    stray = tmp_path / "weights" / "resnet18.a1_in1k"
+    stray.mkdir(parents=True)
+    (stray / "model.safetensors").write_bytes(b"x")  # no record: not a complete, verified weight
+    assert main(["import", str(resnet18_file), "--name", "resnet18.tv_in1k"]) == 0
+    capsys.readouterr()
     assert main(["list", "--depth", "18"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
@@ -67,3 +71,29 @@ def test_info_json_includes_the_architecture(capsys):
 def test_bad_resolution_is_a_clear_error(capsys):
     assert main(["info", "resnet18", "--resolution", "8"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fetch_verify_import_rm_as_a_user_runs_them(local_hub, resnet18_file, tmp_path):
+    served = local_hub.add("timm/resnet18.tv_in1k", "model.safetensors", resnet18_file.read_bytes())
+    out = run_cli("fetch", "resnet18.tv_in1k", "resnet34.tv_in1k")
+    assert out.returncode == 1  # the second tag is not on this Hub: reported, the first still fetched
+    assert f"resnet18.tv_in1k: 46.8 MB, sha256 {served.sha256[:16]}, from hub" in out.stdout
+    assert "resnet34.tv_in1k: FAILED" in out.stderr and "python -m zoo import FILE" in out.stderr
+
+    assert run_cli("verify").stdout.startswith("resnet18.tv_in1k: ok (46,807,448 bytes")
+    stored = tmp_path / "weights" / "resnet18.tv_in1k" / "model.safetensors"
+    blob = bytearray(stored.read_bytes())
+    blob[-1] ^= 1
+    stored.unlink()  # break the hard link to the HF cache blob before damaging the copy
+    stored.write_bytes(bytes(blob))
+    out = run_cli("verify", "resnet18.tv_in1k")
+    assert out.returncode == 1 and "CORRUPT" in out.stdout and ".corrupt" in out.stdout
+    assert not stored.exists() and len(list((tmp_path / "weights" / ".corrupt").iterdir())) == 1
+
+    out = run_cli("import", str(resnet18_file), "--name", "resnet18.tv_in1k")
+    assert out.returncode == 0 and "imported" in out.stdout
+    out = run_cli("import", str(resnet18_file), "--name", "resnet50.a1_in1k")
+    assert out.returncode == 2 and "does not fit the architecture" in out.stderr
+    assert run_cli("rm", "resnet18.tv_in1k").stdout.strip() == "resnet18.tv_in1k: removed"
+    assert run_cli("rm", "resnet18.tv_in1k").returncode == 1

@@ -1,4 +1,4 @@
-"""The command line: `python -m zoo list | info NAME` (more commands arrive with later services)."""
+"""The command line: `python -m zoo list | info | fetch | verify | import | rm`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from zoo import registry
 from zoo.errors import ZooError
@@ -68,7 +69,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def card_lines(e: ModelEntry) -> list[str]:
-    from zoo.weights import is_local, store_path
+    from zoo.weights import is_local, store
 
     kind = "ResNeXt" if e.family == "resnext" else "ResNet"
     groups = f", {e.cardinality} groups x {e.base_width} channels (cardinality x width)" if e.cardinality > 1 else ""
@@ -100,7 +101,7 @@ def card_lines(e: ModelEntry) -> list[str]:
         f"  license        {e.license or 'unknown (timm gives none)'}",
         f"  pretrained on  {e.pretrain} (source: {e.pretrain_source})",
         f"  weights        hf.co/{e.hf_hub_id} / {e.hf_filename}: "
-        + (f"local at {store_path(e)}" if is_local(e) else "not in the local store"),
+        + (f"local at {store().weights_path(e.name)}" if is_local(e) else "not in the local store"),
     ]
     if e.paper_ids or e.origin_url:
         lines.append(f"  origin         {', '.join(x for x in (e.paper_ids, e.origin_url) if x)}")
@@ -155,6 +156,70 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "all", False):
+        return [e.name for e in registry.load()]
+    if getattr(args, "default", False):
+        return [e.name for e in registry.load().defaults()]
+    return [registry.get(n).name for n in args.names]
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from zoo import weights
+
+    names = _names(args)
+    if not names:
+        print("error: name at least one model, or use --default or --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            path = weights.resolve(name)  # huggingface_hub draws its progress bar on stderr
+        except ZooError as exc:
+            failed += 1
+            print(f"{name}: FAILED: {exc}", file=sys.stderr)
+            continue
+        rec = weights.store().record(name)
+        print(f"{name}: {rec.size / 1e6:.1f} MB, sha256 {rec.sha256[:16]}, from {rec.source} -> {path}")
+    return 1 if failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from zoo import weights
+
+    st = weights.store()
+    names = [registry.get(n).name for n in args.names] if args.names else [r.name for r in st.records()]
+    if not names:
+        print(f"no weights in {st.root}")
+        return 0
+    bad = 0
+    for name in names:
+        ok, message = st.verify(name)
+        bad += not ok
+        print(f"{name}: {message}")
+    return 1 if bad else 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from zoo import weights
+
+    path = weights.import_file(args.file, args.name)
+    rec = weights.store().record(registry.get(args.name).name)
+    print(f"{rec.name}: imported {args.file} ({rec.size / 1e6:.1f} MB, sha256 {rec.sha256[:16]}) -> {path}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from zoo import weights
+
+    missing = 0
+    for name in [registry.get(n).name for n in args.names]:
+        removed = weights.store().remove(name)
+        missing += not removed
+        print(f"{name}: {'removed' if removed else 'not in the store'}")
+    return 1 if missing else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo", description="ResNet Zoo: residual networks to see, "
                                      "compare, fine-tune and fetch.")  # fmt: skip
@@ -175,6 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="input size for the stage table (default 224)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("fetch", help="download weights into the local store (verified against the Hub's hash)")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--default", action="store_true", help="the default tag of every architecture")
+    group.add_argument("--all", action="store_true", help="every tag in the registry (about 10 GB)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("verify", help="recompute SHA-256 of stored weights; corrupt files are moved aside")
+    p.add_argument("names", nargs="*", metavar="NAME", help="default: everything in the store")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("import", help="store a local .safetensors (or convert a .pth/.bin) for a tag")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", required=True, help="the tag it holds weights for, e.g. resnet50.a1_in1k")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("rm", help="delete weights from the local store")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_rm)
     return parser
 
 

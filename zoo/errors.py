@@ -44,3 +44,15 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]
 
 class InvalidArgumentError(ZooError, ValueError):
     """An argument is outside what the operation accepts; the message gives the accepted range."""
+
+
+class WeightsUnavailableError(ZooError, FileNotFoundError):
+    """The weights of a model are not local and cannot be fetched now; the message says how to get them."""
+
+
+class WeightsIntegrityError(ZooError, ValueError):
+    """A weights file is malformed, truncated, corrupt, or not what the Hub said it is; it was not used."""
+
+
+class WeightsMismatchError(WeightsIntegrityError):
+    """A well-formed weights file whose tensors do not fit the architecture (keys, shapes, dtypes)."""

@@ -1,21 +1,194 @@
-"""The local weight store: where each tag's safetensors file lives under `ZOO_WEIGHTS_DIR`."""
+"""Weights for a registry tag: resolve (store -> HF cache -> Hub), verify, store; import and export.
+
+Every file is checked against the hash the Hub reports before it enters the store, and against the
+architecture (keys, shapes, dtypes) before a model uses it. Legacy `.pth`/`.bin` checkpoints are
+read only by `import_file`, an explicit user action, through `torch.load(weights_only=True)`.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
+from zoo import checkpoint, hub, registry
+from zoo.architecture import build_meta
+from zoo.errors import InvalidArgumentError, WeightsIntegrityError, WeightsUnavailableError
 from zoo.registry import ModelEntry
-from zoo.settings import get_settings
+from zoo.settings import Settings, get_settings
+from zoo.store import Record, Store
 
-WEIGHTS_FILE = "model.safetensors"
-
-
-def store_path(entry: ModelEntry, weights_dir: Path | None = None) -> Path:
-    """Path of `entry`'s weights in the store: `<weights_dir>/<arch.tag>/model.safetensors`."""
-    root = get_settings().weights_dir if weights_dir is None else weights_dir
-    return root / entry.name / WEIGHTS_FILE
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA1 = re.compile(r"[0-9a-f]{40}")
+LEGACY_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
-def is_local(entry: ModelEntry, weights_dir: Path | None = None) -> bool:
-    """True when the store holds a weights file for `entry`."""
-    return store_path(entry, weights_dir).is_file()
+def store(settings: Settings | None = None) -> Store:
+    return Store((settings or get_settings()).weights_dir)
+
+
+def is_local(entry: ModelEntry, settings: Settings | None = None) -> bool:
+    return store(settings).has(entry.name)
+
+
+def how_to_get(name: str) -> str:
+    return (
+        f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable (or copy that "
+        f"machine's weights/{name}/ folder here), or import a file you have: "
+        f"`python -m zoo import FILE --name {name}`."
+    )
+
+
+def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settings | None = None) -> Path:
+    """Path of a verified safetensors file for `name`, fetching it if needed.
+
+    Order: the local store, then the Hugging Face cache, then the Hub (`hf_hub_download`). One
+    download per tag however many threads or processes ask at once (a file lock).
+
+    Raises:
+        UnknownModelError: not a registry name.
+        WeightsUnavailableError: not local and the Hub cannot provide it now; says how to get it.
+        WeightsIntegrityError: the Hub's bytes do not match the hash it reports (nothing is stored).
+    """
+    settings = settings or get_settings()
+    entry = registry.get(name)
+    st = store(settings)
+    if st.has(entry.name):
+        return st.weights_path(entry.name)
+    with st.lock(entry.name):
+        if st.has(entry.name):  # another thread or process finished it while we waited
+            return st.weights_path(entry.name)
+        cached = hub.cached_file(entry, settings)
+        if cached is not None:  # its blob is named by the Hub's ETag: check the bytes against it
+            try:
+                sha = _verified_sha256(cached, cached.resolve().name, f"{entry.name} in the Hugging Face cache")
+            except WeightsIntegrityError:
+                hub.evict(cached)  # a damaged cache entry: fetch a fresh copy below
+            else:
+                record = Record(entry.name, sha, cached.stat().st_size, "hf-cache", entry.hf_hub_id,
+                                entry.hf_revision or "main")  # fmt: skip
+                return st.put(entry.name, cached, record, link=True)
+        try:
+            remote = hub.remote_file(entry, settings)
+            path = hub.download(remote, settings, progress)
+        except WeightsUnavailableError as exc:
+            raise WeightsUnavailableError(
+                f"Weights for {entry.name} are not in the local store ({st.root}) and {exc}. {how_to_get(entry.name)}"
+            ) from None
+        try:
+            sha = _verified_sha256(path, remote.etag, f"{entry.name} from {remote.repo_id}")
+        except WeightsIntegrityError:
+            hub.evict(path)
+            raise
+        record = Record(entry.name, sha, path.stat().st_size, "hub", remote.repo_id, remote.revision, remote.commit)
+        return st.put(entry.name, path, record, link=True)
+
+
+def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:
+    """SHA-256 of `path` after checking it against the Hub's ETag (sha256, or git's sha1)."""
+    sha = checkpoint.sha256_file(path)
+    etag = (etag or "").strip('"').lower()
+    if SHA256.fullmatch(etag):
+        ok = sha == etag
+    elif SHA1.fullmatch(etag):
+        ok = checkpoint.git_blob_sha1(path) == etag
+    else:
+        raise WeightsIntegrityError(f"{what}: the Hub reported no hash to check the file against (ETag {etag!r}).")
+    if not ok:
+        raise WeightsIntegrityError(
+            f"{what}: the downloaded bytes (sha256 {sha[:16]}...) do not match the hash the Hub reports "
+            f"({etag[:16]}...); nothing was stored. Try again; if it persists the mirror serves a corrupt file."
+        )
+    return sha
+
+
+def fetch(names: list[str], *, progress: hub.Progress | None = None, settings: Settings | None = None) -> list[Path]:
+    """Resolve several tags (the CLI's `fetch`)."""
+    return [resolve(n, progress=progress, settings=settings) for n in names]
+
+
+def expected_for(entry: ModelEntry) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return checkpoint.expected_tensors(build_meta(entry.arch, num_classes=entry.num_classes))
+
+
+def import_file(path: Path, name: str, *, settings: Settings | None = None) -> Path:
+    """Check a local weights file against `name`'s architecture and store it (source "import").
+
+    A `.safetensors` file is checked as it is; a legacy `.pth`/`.pt`/`.bin`/`.ckpt` checkpoint is read
+    with `torch.load(weights_only=True)` (no arbitrary code) and converted to safetensors.
+
+    Raises:
+        WeightsIntegrityError / WeightsMismatchError: malformed, non-finite, or does not fit.
+        InvalidArgumentError: an unsupported file type.
+    """
+    settings = settings or get_settings()
+    path = Path(path)
+    entry = registry.get(name)
+    if not path.is_file():
+        raise InvalidArgumentError(f"{path} is not a file.")
+    st = store(settings)
+    expected = expected_for(entry)
+    suffix = path.suffix.lower()
+    with st.lock(entry.name):
+        if suffix == ".safetensors":
+            checkpoint.load_checked(path, expected, f"{path.name} for {entry.name}")
+            sha = checkpoint.sha256_file(path)
+            rec = Record(entry.name, sha, path.stat().st_size, "import", extra={"original": str(path.resolve())})
+            return st.put(entry.name, path, rec)
+        if suffix not in LEGACY_SUFFIXES:
+            raise InvalidArgumentError(
+                f"{path.name}: import takes .safetensors, or a PyTorch checkpoint ({', '.join(LEGACY_SUFFIXES)})."
+            )
+        tensors = _legacy_state_dict(path)
+        converted = st.folder(entry.name) / f".{path.name}.converted.safetensors"
+        checkpoint.save_atomic(tensors, converted, {"format": "pt", "converted_from": path.name})
+        try:
+            checkpoint.load_checked(converted, expected, f"{path.name} for {entry.name}")
+            rec = Record(entry.name, checkpoint.sha256_file(converted), converted.stat().st_size, "import",
+                         extra={"original": str(path.resolve()), "converted_from": suffix})  # fmt: skip
+            return st.put(entry.name, converted, rec)
+        finally:
+            converted.unlink(missing_ok=True)
+
+
+def _legacy_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+        raise WeightsIntegrityError(
+            f"{path.name} could not be read as a plain PyTorch state dict with weights_only=True ({exc}). "
+            "Files that need arbitrary code to load are refused."
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint wrappers
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsIntegrityError(f"{path.name} does not hold a state dict of tensors.")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def save(model: torch.nn.Module, path: Path, *, entry: ModelEntry, class_names: list[str] | None = None,
+         extra: Mapping[str, str] | None = None) -> Path:  # fmt: skip
+    """Write `model` as a self-describing safetensors file (architecture, base tag, classes, preprocessing)."""
+    num_classes = getattr(model, "num_classes", entry.num_classes)
+    if class_names is not None and len(class_names) != num_classes:
+        raise InvalidArgumentError(f"{len(class_names)} class names for a {num_classes}-class model.")
+    metadata = {
+        "format": "pt",
+        "zoo.arch": entry.arch,
+        "zoo.base": entry.name,
+        "zoo.num_classes": str(num_classes),
+        "zoo.class_names": json.dumps(class_names or []),
+        "zoo.mean": json.dumps(list(entry.mean)),
+        "zoo.std": json.dumps(list(entry.std)),
+        "zoo.input_size": json.dumps(list(entry.test_input_size)),
+        "zoo.crop_pct": str(entry.test_crop_pct),
+        "zoo.crop_mode": entry.crop_mode,
+        "zoo.interpolation": entry.interpolation,
+        **(extra or {}),
+    }
+    checkpoint.save_atomic(model.state_dict(), path, metadata)
+    return Path(path)
