@@ -173,15 +173,32 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         return 2
     failed = 0
     for name in names:
+        progress, close = _progress_bar(name)
         try:
-            path = weights.resolve(name)  # huggingface_hub draws its progress bar on stderr
+            path = weights.resolve(name, progress=progress)
         except ZooError as exc:
             failed += 1
             print(f"{name}: FAILED: {exc}", file=sys.stderr)
             continue
+        finally:
+            close()
         rec = weights.store().record(name)
         print(f"{name}: {rec.size / 1e6:.1f} MB, sha256 {rec.sha256[:16]}, from {rec.source} -> {path}")
     return 1 if failed else 0
+
+
+def _progress_bar(name: str):
+    """A download bar on stderr (only on a terminal), fed by the same callback the UI uses."""
+    from tqdm import tqdm
+
+    bar: list[tqdm] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None))
+        bar[0].update(done - bar[0].n)
+
+    return progress, lambda: bar and bar[0].close()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
