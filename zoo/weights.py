@@ -105,11 +105,6 @@ def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:
     return sha
 
 
-def fetch(names: list[str], *, progress: hub.Progress | None = None, settings: Settings | None = None) -> list[Path]:
-    """Resolve several tags (the CLI's `fetch`)."""
-    return [resolve(n, progress=progress, settings=settings) for n in names]
-
-
 def expected_for(entry: ModelEntry) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return checkpoint.expected_tensors(build_meta(entry.arch, num_classes=entry.num_classes))
 
