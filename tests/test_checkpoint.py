@@ -188,3 +188,15 @@ def test_the_finite_screen_has_no_false_alarm_on_overflowing_sums():
     assert checkpoint.first_non_finite({"a": huge["a"], "b": huge["b"]}) is None
     assert checkpoint.first_non_finite(huge) == "n"
     assert checkpoint.first_non_finite({"i": torch.arange(3)}) is None
+
+
+def test_file_hashes_match_sha256_and_git_object_ids(tmp_path):
+    import hashlib
+    import subprocess
+
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"residual" * 100_000)
+    sha256, sha1 = checkpoint.file_hashes(p, git_sha1=True)
+    assert sha256 == hashlib.sha256(p.read_bytes()).hexdigest() == checkpoint.sha256_file(p)
+    assert sha1 == subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True).stdout.strip()
+    assert checkpoint.file_hashes(p)[1] is None

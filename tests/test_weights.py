@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def test_two_threads_resolving_one_tag_download_once(local_hub, served):
 def test_two_processes_resolving_one_tag_download_once(local_hub, served, monkeypatch):
     local_hub.delay_s = 1.0
     code = f"from zoo import weights; print(weights.resolve({TAG!r}))"
-    env = {**__import__("os").environ}
+    env = dict(os.environ)
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, **pipes) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

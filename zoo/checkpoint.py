@@ -222,19 +222,21 @@ def _fsync(path: str | Path) -> None:
         os.fsync(f.fileno())
 
 
+def file_hashes(path: Path, *, git_sha1: bool = False) -> tuple[str, str | None]:
+    """(SHA-256, git's blob sha1 or None) of a file in one read of 4 MiB chunks.
+
+    Git's object id is what the Hub reports as the ETag of a file not stored in LFS.
+    """
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode()) if git_sha1 else None
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            sha256.update(chunk)
+            if sha1 is not None:
+                sha1.update(chunk)
+    return sha256.hexdigest(), sha1.hexdigest() if sha1 else None
+
+
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_blob_sha1(path: Path) -> str:
-    """Git's object id of a file (what the Hub reports as the ETag of a file not stored in LFS)."""
-    h = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex SHA-256 of a file."""
+    return file_hashes(path)[0]

@@ -205,7 +205,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from zoo import weights
 
     st = weights.store()
-    names = [registry.get(n).name for n in args.names] if args.names else [r.name for r in st.records()]
+    names = _names(args) if args.names else [r.name for r in st.records()]
     if not names:
         print(f"no weights in {st.root}")
         return 0
@@ -230,7 +230,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from zoo import weights
 
     missing = 0
-    for name in [registry.get(n).name for n in args.names]:
+    for name in _names(args):
         removed = weights.store().remove(name)
         missing += not removed
         print(f"{name}: {'removed' if removed else 'not in the store'}")

@@ -89,12 +89,12 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
 
 def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:
     """SHA-256 of `path` after checking it against the Hub's ETag (sha256, or git's sha1)."""
-    sha = checkpoint.sha256_file(path)
     etag = (etag or "").strip('"').lower()
+    sha, git_sha1 = checkpoint.file_hashes(path, git_sha1=bool(SHA1.fullmatch(etag)))
     if SHA256.fullmatch(etag):
         ok = sha == etag
-    elif SHA1.fullmatch(etag):
-        ok = checkpoint.git_blob_sha1(path) == etag
+    elif git_sha1 is not None:
+        ok = git_sha1 == etag
     else:
         raise WeightsIntegrityError(f"{what}: the Hub reported no hash to check the file against (ETag {etag!r}).")
     if not ok:
