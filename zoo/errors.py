@@ -56,3 +56,11 @@ class WeightsIntegrityError(ZooError, ValueError):
 
 class WeightsMismatchError(WeightsIntegrityError):
     """A well-formed weights file whose tensors do not fit the architecture (keys, shapes, dtypes)."""
+
+
+class InvalidImageError(ZooError, ValueError):
+    """An image could not be used: unreadable, not an accepted format, too large, or truncated."""
+
+
+class InvalidDatasetError(ZooError, ValueError):
+    """A labelled folder or zip could not be used: unknown class folders, no images, unsafe archive."""

@@ -12,6 +12,7 @@ from zoo.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ("auto", "cpu", "cuda")
+CPU_BACKENDS = ("auto", "onnx", "eager")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -28,6 +29,12 @@ class Settings:
     hf_offline: bool = False  # HF_HUB_OFFLINE: never contact the Hub
     hf_endpoint: str = "https://huggingface.co"  # HF_ENDPOINT: the Hub, or a mirror
     hf_home: Path | None = None  # HF_HOME: Hugging Face cache root (None: huggingface_hub's default)
+    max_image_pixels: int = 40_000_000  # ZOO_MAX_IMAGE_PIXELS: larger images are refused before decoding
+    max_image_mb: int = 25  # ZOO_MAX_IMAGE_MB: larger image files are refused unread
+    cpu_backend: str = "auto"  # ZOO_CPU_BACKEND: auto (ONNX Runtime once exported), onnx (wait for it), eager
+    compile: bool = False  # ZOO_COMPILE: torch.compile models on CUDA (slow first call, faster after)
+    max_batch: int = 16  # ZOO_MAX_BATCH: most images one forward pass takes when requests are batched
+    batch_wait_ms: float = 5.0  # ZOO_BATCH_WAIT_MS: how long a request waits for others to share its batch
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +47,9 @@ class Settings:
         device = env.get("ZOO_DEVICE", cls.device).strip().lower()
         if device not in DEVICES:
             raise ConfigError(f"ZOO_DEVICE={device!r} is not one of {', '.join(DEVICES)}.")
+        cpu_backend = env.get("ZOO_CPU_BACKEND", cls.cpu_backend).strip().lower()
+        if cpu_backend not in CPU_BACKENDS:
+            raise ConfigError(f"ZOO_CPU_BACKEND={cpu_backend!r} is not one of {', '.join(CPU_BACKENDS)}.")
         on_space = bool(env.get("SPACE_ID"))  # Hugging Face Spaces route traffic to 0.0.0.0:7860
         weights_dir = Path(env.get("ZOO_WEIGHTS_DIR") or cls.weights_dir).expanduser()
         return cls(
@@ -51,6 +61,12 @@ class Settings:
             hf_offline=_bool(env, "HF_HUB_OFFLINE"),
             hf_endpoint=(env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
             hf_home=Path(env["HF_HOME"]).expanduser() if env.get("HF_HOME") else None,
+            max_image_pixels=_int(env, "ZOO_MAX_IMAGE_PIXELS", cls.max_image_pixels, low=1),
+            max_image_mb=_int(env, "ZOO_MAX_IMAGE_MB", cls.max_image_mb, low=1),
+            cpu_backend=cpu_backend,
+            compile=_bool(env, "ZOO_COMPILE"),
+            max_batch=_int(env, "ZOO_MAX_BATCH", cls.max_batch, low=1, high=1024),
+            batch_wait_ms=_float(env, "ZOO_BATCH_WAIT_MS", cls.batch_wait_ms, low=0.0, high=1000.0),
         )
 
 
@@ -65,6 +81,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int | 
     if value < low or (high is not None and value > high):
         upper = f" and at most {high}" if high is not None else ""
         raise ConfigError(f"{name}={value} must be at least {low}{upper}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number.") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be between {low} and {high}.")
     return value
 
 

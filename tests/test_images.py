@@ -1,0 +1,193 @@
+"""Safe decoding of untrusted images and the per-tag preprocessing."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from tests import imagecorpus as corpus
+from zoo import images, registry
+from zoo.errors import InvalidImageError
+
+VALID = corpus.valid_corpus()
+INVALID = corpus.invalid_corpus()
+
+
+def diff(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_every_accepted_kind_decodes_to_8bit_rgb(name):
+    im = images.decode(VALID[name])
+    assert im.mode == "RGB"
+    assert im.size[0] >= 1 and im.size[1] >= 1
+    # bytes, a path and a file object give the same pixels
+    assert np.array_equal(np.asarray(im), np.asarray(images.decode(io.BytesIO(VALID[name]))))
+
+
+def test_paths_are_read_too(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(VALID["rgb.png"])
+    assert np.array_equal(np.asarray(images.decode(path)), np.asarray(corpus.scene()))
+    assert np.array_equal(np.asarray(images.decode(str(path))), np.asarray(corpus.scene()))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(orientation):
+    upright = images.decode(corpus.encode(corpus.scene(), "JPEG", quality=95))
+    im = images.decode(VALID[f"exif{orientation}.jpg"])
+    assert im.size == (96, 64)
+    assert diff(im, upright) < 3  # the same picture, up to JPEG re-encoding of rotated blocks
+    assert diff(im, upright.transpose(Image.Transpose.ROTATE_180)) > 30  # and not merely similar colours
+
+
+def test_transparency_is_composited_on_white():
+    rgba = np.asarray(images.decode(VALID["rgba.png"]))
+    assert (rgba[0] == 255).all()  # alpha 0 on the top row -> white, not black
+    assert diff(Image.fromarray(rgba[-1:]), corpus.scene().crop((0, 63, 96, 64))) < 3  # opaque bottom row kept
+    la = np.asarray(images.decode(VALID["la.png"]))
+    assert (la[0] == 255).all() and (la[..., 0] == la[..., 2]).all()
+    for name in ("p-transparent.png", "p-transparent.gif"):
+        src = Image.open(io.BytesIO(VALID[name]))
+        index = np.asarray(src)
+        out = np.asarray(images.decode(VALID[name]))
+        assert (index == 0).any() and (out[index == 0] == 255).all(), name
+
+
+def test_16bit_grey_is_scaled_not_clipped():
+    grey8 = np.asarray(corpus.scene().convert("L"))
+    for name in ("grey16.png", "grey16.tiff"):
+        out = np.asarray(images.decode(VALID[name]))
+        assert np.array_equal(out[..., 0], grey8), name
+        assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_32bit_and_float_images_are_stretched():
+    wide = Image.fromarray(np.array([[-70000, 0, 70000]], np.int32))
+    assert images.to_rgb(wide).getpixel((0, 0)) == (0, 0, 0) and images.to_rgb(wide).getpixel((2, 0))[0] == 255
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32))
+    assert [images.to_rgb(unit).getpixel((i, 0))[0] for i in range(3)] == [0, 128, 255]
+
+
+def test_cmyk_bilevel_and_animations():
+    base = corpus.scene()
+    assert diff(images.decode(VALID["cmyk.tiff"]), base) < 1
+    assert diff(images.decode(VALID["cmyk.jpg"]), base) < 4
+    assert set(np.unique(np.asarray(images.decode(VALID["bilevel.png"])))) <= {0, 255}
+    assert diff(images.decode(VALID["animated.gif"]), base) < 12  # frame 1 (palette-quantised), not blue frame 3
+    assert diff(images.decode(VALID["animated.webp"]), base) < 1
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_bad_bytes_are_refused_with_what_is_accepted(name):
+    with pytest.raises(InvalidImageError) as info:
+        images.decode(INVALID[name])
+    text = str(info.value)
+    assert "JPEG, PNG, WebP, GIF, BMP or TIFF" in text
+    if name.startswith("truncated"):
+        assert "truncated" in text
+
+
+def test_formats_outside_the_allow_list_are_never_parsed():
+    # Pillow itself reads PSD and EPS (the latter by running Ghostscript); we refuse both unread.
+    assert Image.open(io.BytesIO(corpus.psd_header())).format == "PSD"
+    for data in (corpus.psd_header(), corpus.eps()):
+        with pytest.raises(InvalidImageError, match="accepted format"):
+            images.decode(data)
+
+
+def test_truncated_files_are_refused_even_if_pillow_is_told_to_allow_them(monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(InvalidImageError, match="LOAD_TRUNCATED_IMAGES"):
+        images.decode(INVALID["truncated.jpg"])
+
+
+def test_pixel_and_byte_limits_come_from_settings(monkeypatch):
+    from zoo.settings import get_settings
+
+    monkeypatch.setenv("ZOO_MAX_IMAGE_PIXELS", str(96 * 64 - 1))
+    get_settings.cache_clear()
+    with pytest.raises(InvalidImageError, match=r"96x64 = 6,144 pixels.*ZOO_MAX_IMAGE_PIXELS"):
+        images.decode(VALID["rgb.png"])
+    with pytest.raises(InvalidImageError, match="ZOO_MAX_IMAGE_PIXELS"):
+        images.decode(corpus.scene())  # PIL images from a caller are held to the same limit
+    assert images.decode(VALID["rgb.png"], max_pixels=96 * 64).size == (96, 64)
+    with pytest.raises(InvalidImageError, match="ZOO_MAX_IMAGE_MB"):
+        images.decode(b"\xff" * (2 * 1024 * 1024), max_bytes=1024 * 1024)
+
+
+def test_a_decompression_bomb_is_refused_before_its_pixels_are_allocated():
+    # 12000 x 12000 greyscale = 144 MB once decoded, ~140 KB on disk. A fresh process measures peak memory.
+    code = textwrap.dedent("""
+        import resource, sys
+        from tests.imagecorpus import png_bomb
+        from zoo import images
+        from zoo.errors import InvalidImageError
+        data = png_bomb(12000)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            images.decode(data)
+        except InvalidImageError as exc:
+            grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            print(len(data), grew, exc)
+        else:
+            sys.exit("decoded a bomb")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    size, grew_kb, message = out.stdout.split(" ", 2)
+    assert int(size) < 1_000_000
+    assert int(grew_kb) < 20_000, f"decoding grew the peak RSS by {grew_kb} KiB"
+    assert "12000x12000 = 144,000,000 pixels" in message
+
+
+def test_draft_mode_shrinks_big_jpegs_without_changing_what_the_model_sees():
+    big = corpus.scene(4000, 3000)
+    data = corpus.encode(big, "JPEG", quality=95)
+    pre = images.preprocessing(registry.get("resnet50.a1_in1k"))
+    side = images.draft_side([pre])
+    drafted = images.decode(data, min_side=side)
+    full = images.decode(data)
+    assert full.size == (4000, 3000) and drafted.size == (1000, 750)  # 1/4 scale: both sides still >= 606
+    assert min(drafted.size) >= side
+    a, b = images.preprocess(pre, drafted), images.preprocess(pre, full)
+    assert (a - b).abs().mean() < 0.02  # in normalised units (1/255 is ~0.017)
+    # a small JPEG is never drafted
+    assert images.decode(VALID["rgb.jpg"], min_side=side).size == (96, 64)
+
+
+def _distinct_preprocessings() -> list[registry.ModelEntry]:
+    seen, out = set(), []
+    for e in registry.list_models():
+        key = images.preprocessing(e)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("entry", _distinct_preprocessings(), ids=lambda e: e.name)
+def test_preprocessing_equals_timms_eval_transform_at_test_size(entry):
+    from timm.data import create_transform, resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(entry.name).to_dict()
+    reference = create_transform(**resolve_data_config(pretrained_cfg=cfg, use_test_size=True), is_training=False)
+    image = corpus.scene(500, 375)
+    ours = images.preprocess(entry, image)
+    assert ours.shape == (3, entry.eval_size, entry.eval_size) and ours.dtype == torch.float32
+    assert torch.equal(ours, reference(image))
+
+
+def test_train_and_test_sizes_differ_where_timm_says_so():
+    entry = registry.get("resnet50.a1_in1k")
+    pre = images.preprocessing(entry)
+    assert (entry.input_size[-1], pre.size, pre.crop_pct) == (224, 288, 1.0)
+    assert "centre-crop 288 px" in pre.describe()

@@ -1,0 +1,223 @@
+"""Safe image decoding (format allow-list, size limits, EXIF orientation, every mode) and per-tag preprocessing."""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import struct
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from zoo.errors import InvalidImageError
+from zoo.registry import ModelEntry
+from zoo.settings import get_settings
+
+# Pillow plugins tried when opening; anything else (PSD, EPS, PDF, ICO, SVG...) is refused unread.
+# JPEG includes MPO (what phones write for multi-picture JPEGs); animated GIF/WebP and multi-page TIFF give frame 1.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+WHITE = (255, 255, 255)
+
+Source = bytes | str | Path | BinaryIO | Image.Image
+
+
+def decode(
+    source: Source,
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    min_side: int | None = None,
+) -> Image.Image:
+    """An 8-bit RGB image from untrusted bytes, a path, a file object or a PIL image.
+
+    Checks come before the pixels are decoded: the file size (ZOO_MAX_IMAGE_MB), the format (the
+    allow-list above, so no other Pillow plugin ever parses the data) and the pixel count
+    (ZOO_MAX_IMAGE_PIXELS, against decompression bombs). EXIF orientation is applied. Transparent
+    images are composited on white; 16-bit and float images are scaled, not clipped.
+
+    Args:
+        min_side: the smallest width and height the caller will use (e.g. twice the resize target).
+            A large JPEG is then decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft mode) as long as
+            both sides stay at least this large.
+
+    Raises:
+        InvalidImageError: what is wrong, and what is accepted.
+    """
+    settings = get_settings()
+    max_pixels = max_pixels or settings.max_image_pixels
+    max_bytes = max_bytes or settings.max_image_mb * 1024 * 1024
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, max_pixels)
+        return to_rgb(ImageOps.exif_transpose(source))
+    data = _read(source, max_bytes)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise InvalidImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this process; truncated files "
+                                "would be silently accepted. Unset it to classify images.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            _check_pixels(im.size, max_pixels)
+            if min_side and im.format in ("JPEG", "MPO"):
+                _draft(im, min_side)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except InvalidImageError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImageError(f"This file is not an image in an accepted format ({ACCEPTED_TEXT}).") from None
+    except Image.DecompressionBombError:  # Pillow's hard stop, for images far beyond any sane limit
+        raise InvalidImageError(f"The image is larger than this server decodes (at most {max_pixels:,} pixels).") \
+            from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise InvalidImageError(f"The image could not be decoded ({_reason(exc)}); it may be truncated or damaged. "
+                                f"Accepted: complete {ACCEPTED_TEXT} files.") from None
+    return to_rgb(im)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    return text[:160]
+
+
+def _read(source: bytes | str | Path | BinaryIO, max_bytes: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, str | Path):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InvalidImageError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+        if size > max_bytes:
+            raise InvalidImageError(_too_big(size, max_bytes))
+        data = path.read_bytes()
+    else:
+        data = source.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InvalidImageError(_too_big(len(data), max_bytes))
+    if not data:
+        raise InvalidImageError(f"The file is empty. Accepted: {ACCEPTED_TEXT}.")
+    return data
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (f"The file is {size / 2**20:.1f} MiB; this server takes images up to {limit / 2**20:.0f} MiB "
+            "(ZOO_MAX_IMAGE_MB).")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise InvalidImageError(f"The image has no pixels ({w}x{h}).")
+    if w * h > max_pixels:
+        raise InvalidImageError(f"The image is {w}x{h} = {w * h:,} pixels; this server decodes at most "
+                                f"{max_pixels:,} (ZOO_MAX_IMAGE_PIXELS). Downscale it first.")
+
+
+def _draft(im: Image.Image, min_side: int) -> None:
+    """Let libjpeg decode at a reduced scale while both sides stay at least `min_side`."""
+    w, h = im.size
+    scale = 1
+    while scale < 8 and min(w, h) // (scale * 2) >= min_side:
+        scale *= 2
+    if scale > 1:
+        im.draft(im.mode, (math.ceil(w / scale), math.ceil(h / scale)))
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode: alpha composited on white, high bit depths scaled to 0..255."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        mode = im.mode
+        if mode == "RGB":
+            return im
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*WHITE, 255)), rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_scale_to_8bit(np.asarray(im), mode)).convert("RGB")
+    return im.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _scale_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit integers map 0..65535 onto 0..255; floats in [0, 1] scale by 255; other ranges stretch to fit."""
+    a = np.nan_to_num(a.astype(np.float64))
+    lo, hi = float(a.min()), float(a.max())
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif mode != "F" and lo >= 0 and hi <= 65535:
+        a = a / 257.0
+    else:  # floats outside [0, 1], 32-bit integers outside the 16-bit range: stretch what is there
+        a = (a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How one tag's pretrained weights expect their input at evaluation.
+
+    Policy: inference always uses the tag's *test* settings (`test_input_size`, `test_crop_pct`,
+    falling back to the train ones where a tag sets none), exactly as timm's
+    `resolve_data_config(..., use_test_size=True)` + `create_transform(is_training=False)` does.
+    Published top-1 figures are measured at these settings.
+    """
+
+    size: int  # square input side the model sees
+    crop_pct: float  # fraction of the resized image kept by the centre crop
+    crop_mode: str  # center, squash or border (timm's meanings)
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize(self) -> int:
+        """Side the image is resized to before the crop (timm: floor(size / crop_pct))."""
+        return math.floor(self.size / self.crop_pct)
+
+    def describe(self) -> str:
+        how = {"center": "shorter side to", "squash": "squash to", "border": "longer side to"}[self.crop_mode]
+        return (f"resize ({self.interpolation}) {how} {self.resize} px, centre-crop {self.size} px "
+                f"(crop_pct {self.crop_pct:g}), normalise mean {self.mean} std {self.std}")
+
+
+def preprocessing(entry: ModelEntry) -> Preprocessing:
+    """The eval preprocessing of a registry entry (see `Preprocessing` for the train/test policy)."""
+    return Preprocessing(size=entry.eval_size, crop_pct=entry.test_crop_pct, crop_mode=entry.crop_mode,
+                         interpolation=entry.interpolation, mean=entry.mean, std=entry.std)
+
+
+@functools.lru_cache(maxsize=64)
+def transform(pre: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """The torchvision pipeline for `pre`, built by timm's own eval transform factory."""
+    from timm.data.transforms_factory import transforms_imagenet_eval
+
+    return transforms_imagenet_eval(img_size=pre.size, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
+                                    interpolation=pre.interpolation, mean=pre.mean, std=pre.std)
+
+
+def preprocess(entry: ModelEntry | Preprocessing, image: Image.Image) -> torch.Tensor:
+    """A normalised float32 tensor (3, size, size) for one decoded RGB image."""
+    pre = entry if isinstance(entry, Preprocessing) else preprocessing(entry)
+    return transform(pre)(image)
+
+
+def draft_side(pres: list[Preprocessing]) -> int:
+    """The `min_side` for `decode` that keeps draft mode from changing what these tags see.
+
+    Twice the largest resize target: the decoded image is still downsampled by at least 2x, so the
+    antialiased resize, not libjpeg's DCT scaling, determines the pixels the model gets.
+    """
+    return 2 * max(p.resize for p in pres)
