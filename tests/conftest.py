@@ -44,6 +44,27 @@ def fresh_hub_state():
     hub.reachability.up()
 
 
+@pytest.fixture(autouse=True)
+def close_engines(monkeypatch: pytest.MonkeyPatch):
+    """Every inference engine a test makes is closed after it (its worker threads hold models)."""
+    from zoo import inference
+
+    made = []
+    real = inference.Engine.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(inference.Engine, "__init__", init)
+    yield
+    for eng in made:
+        threads = [s.thread for s in eng._slots.values()]
+        eng.close()
+        assert not any(t.is_alive() for t in threads), "an engine's batching worker outlived close()"
+    inference._engine = None
+
+
 @pytest.fixture
 def local_hub(monkeypatch: pytest.MonkeyPatch):
     """A local Hub endpoint on 127.0.0.1; HF_ENDPOINT points at it."""

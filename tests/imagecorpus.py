@@ -24,17 +24,17 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-# EXIF orientation -> the PIL transpose that undoes it (what a camera stores vs what it shows)
-EXIF_UNDO = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}
+def as_stored(upright: Image.Image, orientation: int) -> Image.Image:
+    """The pixels a camera stores for an upright scene when it writes EXIF `orientation` (3, 6 or 8)."""
+    return upright.transpose({3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
+                              8: Image.Transpose.ROTATE_270}[orientation])
 
 
 def exif_jpeg(upright: Image.Image, orientation: int) -> bytes:
     """A JPEG whose stored pixels are rotated, with the EXIF tag that tells viewers to rotate them back."""
-    stored = upright.transpose({3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
-                                8: Image.Transpose.ROTATE_270}[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    return encode(as_stored(upright, orientation), "JPEG", quality=95, exif=exif.tobytes())
 
 
 def png_bomb(side: int) -> bytes:

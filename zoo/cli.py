@@ -1,4 +1,4 @@
-"""The command line: `python -m zoo list | info | fetch | verify | import | rm`."""
+"""The command line: `python -m zoo list | info | fetch | verify | import | rm | predict | compare | eval | explain`."""
 
 from __future__ import annotations
 
@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rm", help="delete weights from the local store")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_rm)
+
+    from zoo.cli_infer import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -1,0 +1,207 @@
+"""Measured accuracy on the user's labelled images: a folder or zip of class folders -> top-1/top-5 per tag.
+
+Class folders are named by ImageNet synset (`n01440764`) or class name (`tench`, `golden_retriever`,
+any synonym timm's ImageNetInfo lists). Zips are read in memory, never extracted, and checked first:
+member count, sizes, compression ratio and names.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from zoo import images, inference
+from zoo.errors import InvalidDatasetError, InvalidImageError, close_matches
+from zoo.inference import Engine
+
+MAX_MEMBERS = 100_000  # files in one zip
+MAX_UNPACKED = 8 * 1024**3  # bytes all members of a zip decompress to
+MAX_RATIO = 200  # a member that inflates more than this is a zip bomb, not a photo
+SYNSET = re.compile(r"n\d{8}")
+AMBIGUOUS = -1
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str  # shown in messages: relative to the folder or inside the zip
+    label: int  # ImageNet-1k index
+    read: Callable[[], bytes]
+
+
+def class_index() -> dict[str, int]:
+    """Folder name (lower case, `_` for spaces) -> ImageNet index: synsets, then every synonym.
+
+    A synonym two classes share (`crane` the bird and the machine) maps to AMBIGUOUS.
+    """
+    names: dict[str, int] = {}
+    for lb in inference.imagenet_labels():
+        names[lb.synset] = lb.index
+    for lb in inference.imagenet_labels():
+        for synonym in {_key(s) for s in lb.description.split(",")}:
+            names[synonym] = AMBIGUOUS if synonym in names else lb.index
+    return names
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def read_labelled(source: Path) -> list[Item]:
+    """Every accepted image under `source` (folder or .zip), with its class from the first folder level.
+
+    A zip (or folder) that wraps everything in one folder that is not itself a class is unwrapped.
+
+    Raises:
+        InvalidDatasetError: no such path, an unsafe zip, unknown class folders, or no images.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InvalidDatasetError(f"{source} does not exist; give a folder of class folders or a .zip of one.")
+    files = list(_zip_files(source) if source.is_file() else _dir_files(source))
+    index = class_index()
+    parts = [PurePosixPath(p).parts for p, _ in files]
+    while parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1 and _key(parts[0][0]) \
+            not in index:
+        parts = [p[1:] for p in parts]  # one wrapping folder (e.g. val/n01440764/x.jpg)
+    items, unknown = [], set()
+    for (path, read), p in zip(files, parts, strict=True):
+        if len(p) < 2:
+            continue  # loose files at the top have no class
+        label = index.get(p[0]) if SYNSET.fullmatch(p[0]) else index.get(_key(p[0]))
+        if label is None:
+            unknown.add(p[0])
+        elif label == AMBIGUOUS:
+            synsets = [lb.synset for lb in inference.imagenet_labels() if _key(p[0]) in
+                       {_key(s) for s in lb.description.split(",")}]
+            raise InvalidDatasetError(f"Class folder {p[0]!r} names more than one ImageNet class "
+                                      f"({', '.join(synsets)}); rename it to the synset you mean.")
+        else:
+            items.append(Item(path, label, read))
+    if unknown:
+        shown = sorted(unknown)[:5]
+        hints = "; ".join(f"{u!r}" + (f" (did you mean {', '.join(close_matches(_key(u), index, 3))}?)"
+                                       if close_matches(_key(u), index, 3) else "") for u in shown)
+        raise InvalidDatasetError(f"{len(unknown)} class folder(s) are not ImageNet-1k classes: {hints}. Name "
+                                  "folders by synset (n01440764) or class name (tench, golden_retriever).")
+    if not items:
+        raise InvalidDatasetError(f"No images in class folders under {source.name} (accepted: "
+                                  f"{', '.join(images.ACCEPTED_EXTENSIONS)}, one folder per class).")
+    return items
+
+
+def _dir_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    if not root.is_dir():
+        raise InvalidDatasetError(f"{root} is neither a folder nor a .zip file.")
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(s.startswith(".") for s in rel.parts) \
+                and path.suffix.lower() in images.ACCEPTED_EXTENSIONS and not path.is_symlink():
+            yield rel.as_posix(), path.read_bytes
+
+
+def _zip_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidDatasetError(f"{path.name} is not a readable zip file ({exc}).") from None
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    if len(infos) > MAX_MEMBERS:
+        raise InvalidDatasetError(f"{path.name} holds {len(infos):,} files; the limit is {MAX_MEMBERS:,}.")
+    if sum(i.file_size for i in infos) > MAX_UNPACKED:
+        raise InvalidDatasetError(f"{path.name} unpacks to more than {MAX_UNPACKED / 1024**3:.0f} GiB.")
+    for info in infos:
+        name = info.filename
+        pure = PurePosixPath(name)
+        if name.startswith(("/", "\\")) or ".." in pure.parts or ":" in pure.parts[0] or "\\" in name:
+            raise InvalidDatasetError(f"{path.name} has an unsafe member name {name!r}; refusing the archive.")
+        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
+            raise InvalidDatasetError(f"{name!r} in {path.name} inflates {info.file_size / info.compress_size:.0f}x; "
+                                      "refusing a likely zip bomb.")
+    for info in infos:
+        pure = PurePosixPath(info.filename)
+        if pure.suffix.lower() in images.ACCEPTED_EXTENSIONS and not any(
+                s.startswith(".") or s == "__MACOSX" for s in pure.parts):
+            yield info.filename, (lambda info=info: archive.read(info))
+
+
+@dataclass
+class Score:
+    """Measured accuracy of one tag on the user's images."""
+
+    model: str
+    n: int = 0
+    top1_hits: int = 0
+    top5_hits: int = 0
+    published_top1: float | None = None
+    latency_ms: float = 0.0  # summed forward time
+    backend: str = ""
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.top1_hits / self.n if self.n else 0.0
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.top5_hits / self.n if self.n else 0.0
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "images": self.n, "top1": round(self.top1, 3), "top5": round(self.top5, 3),
+                "published_top1": self.published_top1, "ms_per_image": round(self.latency_ms / max(self.n, 1), 3),
+                "backend": self.backend}
+
+
+@dataclass
+class Evaluation:
+    scores: list[Score]
+    classes: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+
+    def as_dict(self) -> dict:
+        return {"classes": self.classes, "scores": [s.as_dict() for s in self.scores],
+                "skipped": [{"file": f, "reason": r} for f, r in self.skipped]}
+
+
+def evaluate(source: Path, tags: list[str], *, engine: Engine | None = None, progress: Progress | None = None,
+             device: str | torch.device | None = None) -> Evaluation:
+    """Top-1/top-5 of each tag on a labelled folder or zip; images that cannot be decoded are skipped and listed.
+
+    Raises:
+        InvalidDatasetError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
+    """
+    eng = engine or inference.engine()
+    entries = [eng.check(t) for t in dict.fromkeys(tags)]
+    items = read_labelled(source)
+    pres = [images.preprocessing(e) for e in entries]
+    scores = [Score(e.name, published_top1=e.top1) for e in entries]
+    result = Evaluation(scores, classes=len({it.label for it in items}))
+    chunk = eng.settings.max_batch
+    for start in range(0, len(items), chunk):
+        decoded, labels = [], []
+        for it in items[start:start + chunk]:
+            try:
+                decoded.append(images.decode(it.read(), min_side=images.draft_side(pres)))
+                labels.append(it.label)
+            except InvalidImageError as exc:
+                result.skipped.append((it.path, str(exc)))
+        if decoded:
+            truth = torch.tensor(labels)
+            for entry, pre, score in zip(entries, pres, scores, strict=True):
+                batch = torch.stack([images.preprocess(pre, im) for im in decoded])
+                logits, ms, _, backend = eng.logits(entry.name, batch, device)
+                best = logits.topk(5, dim=1).indices
+                score.n += len(labels)
+                score.top1_hits += int((best[:, 0] == truth).sum())
+                score.top5_hits += int((best == truth[:, None]).any(1).sum())
+                score.latency_ms += ms
+                score.backend = backend
+        if progress:
+            progress(min(start + chunk, len(items)), len(items))
+    return result
+

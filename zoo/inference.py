@@ -1,0 +1,322 @@
+"""Classification: images through one or many tags -> top-k ImageNet-1k labels, probabilities, latency.
+
+`Engine` owns one runner per (tag, device) and one batching worker per runner: requests for the same
+model that are queued while it is busy run together as one batch (at most ZOO_MAX_BATCH images,
+waiting at most ZOO_BATCH_WAIT_MS for company), so concurrent users share forward passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from zoo import backends, images, models, registry, weights
+from zoo.errors import InvalidArgumentError
+from zoo.registry import ModelEntry
+from zoo.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One ImageNet-1k class as timm's ImageNetInfo names it."""
+
+    index: int
+    synset: str  # WordNet id, e.g. n01440764
+    name: str  # first synonym, e.g. tench
+    description: str  # all synonyms, e.g. "tench, Tinca tinca"
+
+
+@functools.cache
+def imagenet_labels() -> tuple[Label, ...]:
+    """The 1000 ImageNet-1k classes in model output order."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    out = []
+    for i in range(info.num_classes()):
+        description = info.index_to_description(i)
+        out.append(Label(i, info.index_to_label_name(i), description.split(",")[0].strip(), description))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Scored:
+    label: Label
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One model's answer for one image."""
+
+    model: str  # registry tag
+    top: tuple[Scored, ...]  # best first
+    latency_ms: float  # wall time of the forward pass that computed it (its whole batch)
+    batch_size: int  # images in that forward pass
+    backend: str  # e.g. onnxruntime-cpu-fp32, eager-cuda-bfloat16
+    device: str
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "latency_ms": round(self.latency_ms, 3), "batch_size": self.batch_size,
+                "backend": self.backend, "device": self.device,
+                "top": [{"index": s.label.index, "synset": s.label.synset, "label": s.label.name,
+                         "description": s.label.description, "probability": s.probability} for s in self.top]}
+
+
+@dataclass
+class _Request:
+    batch: torch.Tensor
+    future: Future
+
+
+class _Slot:
+    """A runner for one (tag, device) and the worker thread that batches requests for it."""
+
+    def __init__(self, key: str, runner: backends.Runner, max_batch: int, wait_s: float):
+        self.key, self.runner, self.max_batch, self.wait_s = key, runner, max_batch, wait_s
+        self.queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self.pending: _Request | None = None  # taken from the queue but too big to join the last batch
+        self.thread = threading.Thread(target=self._work, name=f"zoo-batch-{key}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.queue.put(None)  # the worker finishes what is queued before it, then exits
+
+    def submit(self, batch: torch.Tensor) -> Future:
+        request = _Request(batch, Future())
+        self.queue.put(request)
+        return request.future
+
+    def _take(self) -> list[_Request] | None:
+        first = self.pending or self.queue.get()
+        self.pending = None
+        if first is None:
+            return None
+        taken, n = [first], first.batch.shape[0]
+        deadline = time.perf_counter() + self.wait_s
+        while n < self.max_batch:
+            try:
+                left = deadline - time.perf_counter()
+                nxt = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:  # stop after this batch
+                self.queue.put(None)
+                break
+            if n + nxt.batch.shape[0] > self.max_batch:
+                self.pending = nxt
+                break
+            taken.append(nxt)
+            n += nxt.batch.shape[0]
+        return taken
+
+    def _work(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            runner = self.runner  # read once: a faster runner may be swapped in between batches
+            try:
+                x = taken[0].batch if len(taken) == 1 else torch.cat([r.batch for r in taken])
+                start = time.perf_counter()
+                logits = runner(x)
+                ms = (time.perf_counter() - start) * 1000
+            except BaseException as exc:  # hand the error to every waiting caller, keep the worker alive
+                for r in taken:
+                    r.future.set_exception(exc)
+                continue
+            i = 0
+            for r in taken:
+                n = r.batch.shape[0]
+                r.future.set_result((logits[i:i + n], ms, x.shape[0], runner.name))
+                i += n
+
+
+class Engine:
+    """Classifies images with registry tags; one per process is enough (see `engine()`)."""
+
+    def __init__(self, settings: Settings | None = None, cache: models.ModelCache | None = None,
+                 backend: str | None = None, background_export: bool = True):
+        """
+        Args:
+            backend: CPU backend, overriding ZOO_CPU_BACKEND: `auto` serves eager until the ONNX export
+                is ready, `onnx` waits for it, `eager` never exports.
+            background_export: in `auto`, export missing ONNX graphs in the background (a server);
+                False only uses graphs already exported (a one-shot CLI command).
+        """
+        self.settings = settings or get_settings()
+        self.backend = backend or self.settings.cpu_backend
+        self.background_export = background_export
+        self.cache = cache or models.ModelCache(self.settings.model_memory_mb * 1024 * 1024,
+                                                loader=functools.partial(models.create_model, settings=self.settings))
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._exports: dict[str, threading.Thread] = {}
+
+    # -- runners -------------------------------------------------------------------------------
+    def slot(self, name: str, device: str | torch.device | None = None) -> _Slot:
+        entry = self.check(name)
+        dev = models.resolve_device(device or self.settings.device)
+        key = f"{entry.name}@{dev}"
+        with self._lock:
+            if key in self._slots:
+                return self._slots[key]
+        model = self.cache.get(entry.name, dev)
+        with self._lock:
+            if key not in self._slots:
+                runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
+                                              compile=self.settings.compile)
+                runner(torch.zeros(1, 3, entry.eval_size, entry.eval_size))  # warm-up: first-call costs not timed
+                self._slots[key] = _Slot(key, runner, self.settings.max_batch, self.settings.batch_wait_ms / 1000)
+                if dev.type == "cpu" and self.backend != "eager":
+                    self._start_fast_path(entry, model, self._slots[key])
+            slot = self._slots[key]
+        return slot
+
+    def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: _Slot) -> None:
+        if not backends.onnx_available():
+            if self.backend == "onnx":
+                raise InvalidArgumentError("ZOO_CPU_BACKEND=onnx needs onnxruntime and onnxscript "
+                                           "(pip install -r requirements.txt).")
+            return
+        record = weights.store(self.settings).record(entry.name)
+        if record is None:
+            return
+        path = backends.onnx_path(self.settings.weights_dir / ".cache" / "onnx", entry.name, record.sha256,
+                                  entry.eval_size)
+
+        def build() -> None:
+            try:
+                backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir)
+                try:
+                    fast = backends.OnnxRunner(path)
+                except Exception as exc:  # a damaged cache file: drop it so the next start exports afresh
+                    path.unlink(missing_ok=True)
+                    raise backends.FastPathError(f"the cached ONNX graph {path.name} could not be loaded "
+                                                 f"({str(exc)[:120]}); removed it, serving with eager PyTorch.") \
+                        from exc
+                worst = backends.check_against_eager(fast, model, entry.eval_size)
+            except Exception as exc:  # the eager runner keeps serving; say why once
+                log.warning("%s: %s", entry.name, exc)
+                return
+            log.info("%s: ONNX Runtime ready (max |logit diff| vs eager %.1e)", entry.name, worst)
+            slot.runner = fast
+
+        thread = threading.Thread(target=build, name=f"zoo-export-{entry.name}", daemon=True)
+        self._exports[slot.key] = thread
+        if path.exists() or self.backend == "onnx":
+            build()  # a cached graph loads in a fraction of a second: use it from the first request
+        elif self.background_export:
+            thread.start()  # serve eager meanwhile; the export runs beside it
+
+    def close(self) -> None:
+        """Stop the batching workers and drop the models (requests already queued still complete)."""
+        self.wait_ready()
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            slot.stop()
+        for slot in slots:
+            slot.thread.join(60)
+        self.cache.clear()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait for background exports to finish (tests, benchmarks, warm-up)."""
+        for thread in list(self._exports.values()):
+            if thread.ident is not None:
+                thread.join(timeout)
+
+    def runner_name(self, name: str, device: str | torch.device | None = None) -> str:
+        return self.slot(name, device).runner.name
+
+    @staticmethod
+    def check(name: str) -> ModelEntry:
+        entry = registry.get(name)
+        if not entry.has_imagenet_head:
+            raise InvalidArgumentError(f"{entry.name} has no ImageNet classifier (it is a feature extractor with "
+                                       f"{entry.num_classes} outputs); classify with another {entry.arch} tag, or "
+                                       "train a head for it in the transfer lab.")
+        return entry
+
+    # -- classification ------------------------------------------------------------------------
+    def logits(self, name: str, batch: torch.Tensor, device: str | torch.device | None = None):
+        """(logits, latency_ms, batch_size, backend) for a preprocessed batch, batched with other callers."""
+        return self.slot(name, device).submit(batch).result()
+
+    def classify(self, sources: Sequence[images.Source] | images.Source, models_: Sequence[str] | str, *,
+                 top_k: int = 5, device: str | torch.device | None = None) -> list[list[Prediction]]:
+        """Predictions indexed [image][model].
+
+        Raises:
+            InvalidImageError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
+        """
+        srcs = [sources] if isinstance(sources, str | bytes | Image.Image) or not isinstance(sources, Sequence) \
+            else list(sources)
+        tags = [models_] if isinstance(models_, str) else list(models_)
+        if not srcs or not tags:
+            raise InvalidArgumentError("Give at least one image and one model.")
+        if not 1 <= top_k <= 1000:
+            raise InvalidArgumentError(f"top_k={top_k} must be between 1 and 1000.")
+        entries = [self.check(t) for t in tags]
+        pres = [images.preprocessing(e) for e in entries]
+        decoded = [images.decode(s, min_side=images.draft_side(pres)) for s in srcs]
+        out: list[list[Prediction]] = [[] for _ in decoded]
+        batches: dict[images.Preprocessing, torch.Tensor] = {}
+        for entry, pre in zip(entries, pres, strict=True):
+            if pre not in batches:  # tags that share a preprocessing share the tensors
+                batches[pre] = torch.stack([images.preprocess(pre, im) for im in decoded])
+            slot = self.slot(entry.name, device)
+            dev = slot.key.split("@", 1)[1]
+            chunks = batches[pre].split(self.settings.max_batch)
+            futures = [slot.submit(c) for c in chunks]
+            row = 0
+            for fut in futures:
+                logits, ms, n, backend = fut.result()
+                for scored in top_k_of(logits, top_k):
+                    out[row].append(Prediction(entry.name, scored, ms, n, backend, dev))
+                    row += 1
+        return out
+
+
+def top_k_of(logits: torch.Tensor, k: int) -> list[tuple[Scored, ...]]:
+    """Softmax over classes, then the k best per row with their labels."""
+    labels = imagenet_labels()
+    probs = torch.softmax(logits.float(), dim=1)
+    values, indices = probs.topk(k, dim=1)
+    return [tuple(Scored(labels[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist(), strict=True))
+            for vs, ix in zip(values, indices, strict=True)]
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """The process-wide engine (settings from the environment)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+def classify(sources, models_: Sequence[str] | str, *, top_k: int = 5, device=None) -> list[list[Prediction]]:
+    """`Engine.classify` on the process-wide engine."""
+    return engine().classify(sources, models_, top_k=top_k, device=device)
