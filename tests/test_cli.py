@@ -97,3 +97,56 @@ def test_fetch_verify_import_rm_as_a_user_runs_them(local_hub, resnet18_file, tm
     assert out.returncode == 2 and "does not fit the architecture" in out.stderr
     assert run_cli("rm", "resnet18.tv_in1k").stdout.strip() == "resnet18.tv_in1k: removed"
     assert run_cli("rm", "resnet18.tv_in1k").returncode == 1
+
+
+@pytest.fixture
+def r18_stored(resnet18_file):
+    from zoo import weights
+
+    weights.import_file(resnet18_file, "resnet18.tv_in1k")
+    weights.import_file(resnet18_file, "resnet18.a1_in1k")
+
+
+def test_predict_compare_eval_explain_from_the_command_line(r18_stored, tmp_path, capsys):
+    from tests import imagecorpus as corpus
+
+    img = tmp_path / "photo.jpg"
+    corpus.scene(320, 240).save(img, quality=95)
+    assert main(["predict", str(img), "-m", "resnet18.tv_in1k", "-k", "3", "--json", "--backend", "eager"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    top = out[0]["predictions"][0]["top"]
+    assert out[0]["image"] == str(img) and len(top) == 3 and top[0]["synset"].startswith("n")
+    assert main(["predict", str(img), "-m", "resnet18.tv_in1k", "--backend", "eager"]) == 0
+    text = capsys.readouterr().out
+    assert top[0]["label"] in text and "eager-cpu-fp32" in text
+
+    assert main(["compare", str(img), "--models", "resnet18.tv_in1k", "resnet18.a1_in1k", "--backend", "eager"]) == 0
+    text = capsys.readouterr().out
+    assert "resnet18.a1_in1k" in text and "pub. top-1" in text and "in every top-5" in text
+    assert main(["compare", str(img), "--models", "resnet18.tv_in1k", "--json", "--backend", "eager"]) == 0
+    assert json.loads(capsys.readouterr().out)["scatter"][0]["model"] == "resnet18.tv_in1k"
+
+    folder = tmp_path / "set" / top[0]["synset"]
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(img.read_bytes())
+    assert main(["eval", str(tmp_path / "set"), "--models", "resnet18.tv_in1k", "--json", "--backend", "eager"]) == 0
+    score = json.loads(capsys.readouterr().out)["scores"][0]
+    assert (score["images"], score["top1"], score["top5"]) == (1, 100.0, 100.0)
+
+    assert main(["explain", str(img), "-m", "resnet18.tv_in1k", "--out", str(tmp_path / "x"), "--channels", "2"]) == 0
+    assert (tmp_path / "x" / "gradcam.png").exists() and "Grad-CAM" in capsys.readouterr().out
+
+
+def test_inference_commands_fail_with_a_clear_message(r18_stored, tmp_path, capsys):
+    from tests import imagecorpus as corpus
+
+    bad = tmp_path / "fake.jpg"
+    bad.write_bytes(b"not really a jpeg")
+    assert main(["predict", str(bad), "-m", "resnet18.tv_in1k", "--backend", "eager"]) == 2
+    assert f"{bad}: This file is not an image in an accepted format" in capsys.readouterr().err
+    good = tmp_path / "good.png"
+    good.write_bytes(corpus.encode(corpus.scene(), "PNG"))
+    assert main(["predict", str(good), "-m", "resnet34.tv_in1k"]) == 2
+    assert "python -m zoo fetch resnet34.tv_in1k" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--models", "resnet18.tv_in1k"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -51,3 +51,16 @@ def test_a_space_listens_on_all_interfaces():
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env)
+
+
+def test_inference_settings_are_read_and_checked():
+    s = Settings.from_env({"ZOO_CPU_BACKEND": "ONNX", "ZOO_MAX_BATCH": "8", "ZOO_BATCH_WAIT_MS": "2.5",
+                           "ZOO_COMPILE": "1", "ZOO_MAX_IMAGE_PIXELS": "1000", "ZOO_MAX_IMAGE_MB": "3"})
+    assert (s.cpu_backend, s.max_batch, s.batch_wait_ms, s.compile, s.max_image_pixels, s.max_image_mb) == (
+        "onnx", 8, 2.5, True, 1000, 3)
+    d = Settings.from_env({})
+    assert (d.cpu_backend, d.max_batch, d.batch_wait_ms, d.compile) == ("auto", 16, 0.0, False)
+    for env, name in (({"ZOO_CPU_BACKEND": "tensorrt"}, "ZOO_CPU_BACKEND"), ({"ZOO_MAX_BATCH": "0"}, "ZOO_MAX_BATCH"),
+                      ({"ZOO_BATCH_WAIT_MS": "soon"}, "ZOO_BATCH_WAIT_MS"), ({"ZOO_COMPILE": "maybe"}, "ZOO_COMPILE")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env(env)

@@ -1,26 +1,27 @@
 """Classification: images through one or many tags -> top-k ImageNet-1k labels, probabilities, latency.
 
-`Engine` owns one runner per (tag, device) and one batching worker per runner: requests for the same
-model that are queued while it is busy run together as one batch (at most ZOO_MAX_BATCH images,
-waiting at most ZOO_BATCH_WAIT_MS for company), so concurrent users share forward passes.
+`Engine` owns one runner per (tag, device). Requests for the same model that queue while it is busy
+run together as one batch (at most ZOO_MAX_BATCH images, waiting ZOO_BATCH_WAIT_MS for company), in
+the thread of one of the callers, so concurrent users share forward passes and an idle engine adds
+no thread hand-off.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from zoo import backends, images, models, registry, weights
-from zoo.errors import InvalidArgumentError
+from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 
@@ -80,67 +81,78 @@ class _Request:
     future: Future
 
 
+_LEAD = object()  # a request's future resolves to this when its thread must run the next batch
+
+
 class _Slot:
-    """A runner for one (tag, device) and the worker thread that batches requests for it."""
+    """A runner for one (tag, device), and leader/follower batching of the requests for it.
+
+    The first request to find the runner idle runs it in its own thread (no hand-off to a worker
+    thread, so an idle server adds no latency). Requests that arrive meanwhile queue up; when the
+    running batch ends, the oldest queued request's thread becomes the leader and runs everything
+    queued (up to max_batch images, waiting at most wait_s for company) as one batch.
+    """
 
     def __init__(self, key: str, runner: backends.Runner, max_batch: int, wait_s: float):
         self.key, self.runner, self.max_batch, self.wait_s = key, runner, max_batch, wait_s
-        self.queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self.pending: _Request | None = None  # taken from the queue but too big to join the last batch
-        self.thread = threading.Thread(target=self._work, name=f"zoo-batch-{key}", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.queue.put(None)  # the worker finishes what is queued before it, then exits
+        self._lock = threading.Lock()
+        self._queue: list[_Request] = []
+        self._busy = False
 
     def submit(self, batch: torch.Tensor) -> Future:
+        """Queue a batch; the returned future holds (logits, latency_ms, batch_size, backend).
+
+        The caller's thread may run the model (and other callers' batches) before this returns.
+        """
         request = _Request(batch, Future())
-        self.queue.put(request)
+        with self._lock:
+            self._queue.append(request)
+            lead = not self._busy
+            self._busy = True
+        if lead:
+            self._lead()
+        elif request.future.result() is _LEAD:  # waits for another thread, possibly to hand the lead over
+            request.future = Future()
+            self._lead(first=request)
         return request.future
 
-    def _take(self) -> list[_Request] | None:
-        first = self.pending or self.queue.get()
-        self.pending = None
-        if first is None:
-            return None
-        taken, n = [first], first.batch.shape[0]
-        deadline = time.perf_counter() + self.wait_s
-        while n < self.max_batch:
-            try:
-                left = deadline - time.perf_counter()
-                nxt = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:  # stop after this batch
-                self.queue.put(None)
-                break
-            if n + nxt.batch.shape[0] > self.max_batch:
-                self.pending = nxt
-                break
-            taken.append(nxt)
-            n += nxt.batch.shape[0]
-        return taken
+    def _lead(self, first: _Request | None = None) -> None:
+        if self.wait_s > 0:
+            time.sleep(self.wait_s)  # let concurrent requests join this batch
+        with self._lock:
+            taken, n = [], 0
+            for r in self._queue:
+                if taken and n + r.batch.shape[0] > self.max_batch:
+                    break
+                taken.append(r)
+                n += r.batch.shape[0]
+            del self._queue[:len(taken)]
+        self._run(taken)
+        with self._lock:
+            if self._queue:
+                heir = self._queue[0]
+            else:
+                heir = None
+                self._busy = False
+        if heir is not None:
+            heir.future.set_result(_LEAD)
 
-    def _work(self) -> None:
-        while True:
-            taken = self._take()
-            if taken is None:
-                return
-            runner = self.runner  # read once: a faster runner may be swapped in between batches
-            try:
-                x = taken[0].batch if len(taken) == 1 else torch.cat([r.batch for r in taken])
-                start = time.perf_counter()
-                logits = runner(x)
-                ms = (time.perf_counter() - start) * 1000
-            except BaseException as exc:  # hand the error to every waiting caller, keep the worker alive
-                for r in taken:
-                    r.future.set_exception(exc)
-                continue
-            i = 0
+    def _run(self, taken: list[_Request]) -> None:
+        runner = self.runner  # read once: a faster runner may be swapped in between batches
+        try:
+            x = taken[0].batch if len(taken) == 1 else torch.cat([r.batch for r in taken])
+            start = time.perf_counter()
+            logits = runner(x)
+            ms = (time.perf_counter() - start) * 1000
+        except BaseException as exc:  # every caller in the batch gets the error; the slot stays usable
             for r in taken:
-                n = r.batch.shape[0]
-                r.future.set_result((logits[i:i + n], ms, x.shape[0], runner.name))
-                i += n
+                r.future.set_exception(exc)
+            return
+        i = 0
+        for r in taken:
+            n = r.batch.shape[0]
+            r.future.set_result((logits[i:i + n], ms, x.shape[0], runner.name))
+            i += n
 
 
 class Engine:
@@ -221,14 +233,10 @@ class Engine:
             thread.start()  # serve eager meanwhile; the export runs beside it
 
     def close(self) -> None:
-        """Stop the batching workers and drop the models (requests already queued still complete)."""
+        """Drop the runners and models (requests in flight still complete)."""
         self.wait_ready()
         with self._lock:
-            slots, self._slots = list(self._slots.values()), {}
-        for slot in slots:
-            slot.stop()
-        for slot in slots:
-            slot.thread.join(60)
+            self._slots = {}
         self.cache.clear()
 
     def __enter__(self) -> Engine:
@@ -276,7 +284,7 @@ class Engine:
             raise InvalidArgumentError(f"top_k={top_k} must be between 1 and 1000.")
         entries = [self.check(t) for t in tags]
         pres = [images.preprocessing(e) for e in entries]
-        decoded = [images.decode(s, min_side=images.draft_side(pres)) for s in srcs]
+        decoded = [_decode_named(s, images.draft_side(pres)) for s in srcs]
         out: list[list[Prediction]] = [[] for _ in decoded]
         batches: dict[images.Preprocessing, torch.Tensor] = {}
         for entry, pre in zip(entries, pres, strict=True):
@@ -293,6 +301,16 @@ class Engine:
                     out[row].append(Prediction(entry.name, scored, ms, n, backend, dev))
                     row += 1
         return out
+
+
+def _decode_named(source: images.Source, min_side: int) -> Image.Image:
+    """`images.decode`, with the file's name in the error when the source is a path."""
+    try:
+        return images.decode(source, min_side=min_side)
+    except InvalidImageError as exc:
+        if isinstance(source, str | Path):
+            raise InvalidImageError(f"{source}: {exc}") from None
+        raise
 
 
 def top_k_of(logits: torch.Tensor, k: int) -> list[tuple[Scored, ...]]:

@@ -34,7 +34,7 @@ class Settings:
     cpu_backend: str = "auto"  # ZOO_CPU_BACKEND: auto (ONNX Runtime once exported), onnx (wait for it), eager
     compile: bool = False  # ZOO_COMPILE: torch.compile models on CUDA (slow first call, faster after)
     max_batch: int = 16  # ZOO_MAX_BATCH: most images one forward pass takes when requests are batched
-    batch_wait_ms: float = 5.0  # ZOO_BATCH_WAIT_MS: how long a request waits for others to share its batch
+    batch_wait_ms: float = 0.0  # ZOO_BATCH_WAIT_MS: extra wait for company; 0 batches what queued meanwhile
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
