@@ -137,14 +137,13 @@ def run() -> list[Target]:
 
         for t in tags:
             eng.slot(t, "cpu")
-        png = image
         singles = []
         for t in tags:
             p = images.preprocessing(registry.get(t))
-            xt = images.preprocess(p, png)[None]
+            xt = images.preprocess(p, image)[None]
             r = eng.slot(t, "cpu").runner
             singles.append(statistics.median(1 / rate(lambda r=r, xt=xt: r(xt), 0.5) for _ in range(3)))
-        comp = statistics.median(1 / rate(lambda: compare.compare(png, tags, engine=eng), 3.0) for _ in range(3))
+        comp = statistics.median(1 / rate(lambda: compare.compare(image, tags, engine=eng), 3.0) for _ in range(3))
         print("single forwards: " + ", ".join(f"{t.split('.')[0]} {1e3 * s:.1f} ms" for t, s in
                                               zip(tags, singles, strict=True)))
         print(f"6-model comparison: {1e3 * comp:.1f} ms vs {1e3 * sum(singles):.1f} ms summed")

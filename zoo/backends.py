@@ -142,7 +142,7 @@ def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, ti
 def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
     """Export `model` (CPU, eval) for inputs (N, 3, size, size) with a dynamic batch, atomically.
 
-    Call it only where no other thread runs Python code (a CLI, or the child of `export_in_subprocess`).
+    Call it only where no other thread runs Python code (the child of `export_in_subprocess` does).
     Concurrent processes wait on a file lock and reuse the first one's file.
 
     Raises:

@@ -44,13 +44,18 @@ def class_index() -> dict[str, int]:
     for lb in inference.imagenet_labels():
         names[lb.synset] = lb.index
     for lb in inference.imagenet_labels():
-        for synonym in {_key(s) for s in lb.description.split(",")}:
+        for synonym in _synonyms(lb):
             names[synonym] = AMBIGUOUS if synonym in names else lb.index
     return names
 
 
 def _key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def _synonyms(label: inference.Label) -> set[str]:
+    """Every name of a class as a folder key: `golden retriever` -> `golden_retriever`."""
+    return {_key(s) for s in label.description.split(",")}
 
 
 def read_labelled(source: Path) -> list[Item]:
@@ -78,8 +83,7 @@ def read_labelled(source: Path) -> list[Item]:
         if label is None:
             unknown.add(p[0])
         elif label == AMBIGUOUS:
-            synsets = [lb.synset for lb in inference.imagenet_labels() if _key(p[0]) in
-                       {_key(s) for s in lb.description.split(",")}]
+            synsets = [lb.synset for lb in inference.imagenet_labels() if _key(p[0]) in _synonyms(lb)]
             raise InvalidDatasetError(f"Class folder {p[0]!r} names more than one ImageNet class "
                                       f"({', '.join(synsets)}); rename it to the synset you mean.")
         else:
@@ -182,18 +186,22 @@ def evaluate(source: Path, tags: list[str], *, engine: Engine | None = None, pro
     scores = [Score(e.name, published_top1=e.top1) for e in entries]
     result = Evaluation(scores, classes=len({it.label for it in items}))
     chunk = eng.settings.max_batch
+    min_side = images.draft_side(pres)
     for start in range(0, len(items), chunk):
         decoded, labels = [], []
         for it in items[start:start + chunk]:
             try:
-                decoded.append(images.decode(it.read(), min_side=images.draft_side(pres)))
+                decoded.append(images.decode(it.read(), min_side=min_side))
                 labels.append(it.label)
             except InvalidImageError as exc:
                 result.skipped.append((it.path, str(exc)))
         if decoded:
             truth = torch.tensor(labels)
+            batches: dict[images.Preprocessing, torch.Tensor] = {}  # tags that share a preprocessing share it
             for entry, pre, score in zip(entries, pres, scores, strict=True):
-                batch = torch.stack([images.preprocess(pre, im) for im in decoded])
+                if pre not in batches:
+                    batches[pre] = torch.stack([images.preprocess(pre, im) for im in decoded])
+                batch = batches[pre]
                 logits, ms, _, backend = eng.logits(entry.name, batch, device)
                 best = logits.topk(5, dim=1).indices
                 score.n += len(labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,10 +107,8 @@ def explain(source: images.Source, name: str, *, channels: int = 8, target: int 
     return Explanation(entry.name, chosen, top, seen, cam.astype(np.float32), overlay, stages)
 
 
-def save(exp: Explanation, folder) -> list[str]:
+def save(exp: Explanation, folder: str | Path) -> list[str]:
     """Write the overlay, the model's view and each stage's maps as PNGs into `folder`; return the paths."""
-    from pathlib import Path
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -93,8 +93,8 @@ class _Slot:
     queued (up to max_batch images, waiting at most wait_s for company) as one batch.
     """
 
-    def __init__(self, key: str, runner: backends.Runner, max_batch: int, wait_s: float):
-        self.key, self.runner, self.max_batch, self.wait_s = key, runner, max_batch, wait_s
+    def __init__(self, key: str, device: str, runner: backends.Runner, max_batch: int, wait_s: float):
+        self.key, self.device, self.runner, self.max_batch, self.wait_s = key, device, runner, max_batch, wait_s
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._busy = False
@@ -113,10 +113,10 @@ class _Slot:
             self._lead()
         elif request.future.result() is _LEAD:  # waits for another thread, possibly to hand the lead over
             request.future = Future()
-            self._lead(first=request)
+            self._lead()
         return request.future
 
-    def _lead(self, first: _Request | None = None) -> None:
+    def _lead(self) -> None:
         if self.wait_s > 0:
             time.sleep(self.wait_s)  # let concurrent requests join this batch
         with self._lock:
@@ -173,6 +173,7 @@ class Engine:
         self.cache = cache or models.ModelCache(self.settings.model_memory_mb * 1024 * 1024,
                                                 loader=functools.partial(models.create_model, settings=self.settings))
         self._slots: dict[str, _Slot] = {}
+        self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
         self._lock = threading.Lock()
         self._exports: dict[str, threading.Thread] = {}
 
@@ -184,16 +185,19 @@ class Engine:
         with self._lock:
             if key in self._slots:
                 return self._slots[key]
-        model = self.cache.get(entry.name, dev)
-        with self._lock:
-            if key not in self._slots:
-                runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
-                                              compile=self.settings.compile)
-                runner(torch.zeros(1, 3, entry.eval_size, entry.eval_size))  # warm-up: first-call costs not timed
-                self._slots[key] = _Slot(key, runner, self.settings.max_batch, self.settings.batch_wait_ms / 1000)
-                if dev.type == "cpu" and self.backend != "eager":
-                    self._start_fast_path(entry, model, self._slots[key])
-            slot = self._slots[key]
+            making = self._making.setdefault(key, threading.Lock())
+        with making:  # only callers of this (tag, device) wait while it is built, warmed up and exported
+            if key in self._slots:
+                return self._slots[key]
+            model = self.cache.get(entry.name, dev)
+            runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
+                                          compile=self.settings.compile)
+            runner(torch.zeros(1, 3, entry.eval_size, entry.eval_size))  # warm-up: first-call costs not timed
+            slot = _Slot(key, str(dev), runner, self.settings.max_batch, self.settings.batch_wait_ms / 1000)
+            if dev.type == "cpu" and self.backend != "eager":
+                self._start_fast_path(entry, model, slot)
+            with self._lock:
+                self._slots[key] = slot
         return slot
 
     def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: _Slot) -> None:
@@ -225,12 +229,12 @@ class Engine:
             log.info("%s: ONNX Runtime ready (max |logit diff| vs eager %.1e)", entry.name, worst)
             slot.runner = fast
 
-        thread = threading.Thread(target=build, name=f"zoo-export-{entry.name}", daemon=True)
-        self._exports[slot.key] = thread
         if path.exists() or self.backend == "onnx":
             build()  # a cached graph loads in a fraction of a second: use it from the first request
-        elif self.background_export:
-            thread.start()  # serve eager meanwhile; the export runs beside it
+        elif self.background_export:  # serve eager meanwhile; the export runs beside it
+            thread = self._exports[slot.key] = threading.Thread(target=build, name=f"zoo-export-{entry.name}",
+                                                                daemon=True)
+            thread.start()
 
     def close(self) -> None:
         """Drop the runners and models (requests in flight still complete)."""
@@ -248,8 +252,7 @@ class Engine:
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for background exports to finish (tests, benchmarks, warm-up)."""
         for thread in list(self._exports.values()):
-            if thread.ident is not None:
-                thread.join(timeout)
+            thread.join(timeout)
 
     def runner_name(self, name: str, device: str | torch.device | None = None) -> str:
         return self.slot(name, device).runner.name
@@ -291,14 +294,13 @@ class Engine:
             if pre not in batches:  # tags that share a preprocessing share the tensors
                 batches[pre] = torch.stack([images.preprocess(pre, im) for im in decoded])
             slot = self.slot(entry.name, device)
-            dev = slot.key.split("@", 1)[1]
             chunks = batches[pre].split(self.settings.max_batch)
             futures = [slot.submit(c) for c in chunks]
             row = 0
             for fut in futures:
                 logits, ms, n, backend = fut.result()
                 for scored in top_k_of(logits, top_k):
-                    out[row].append(Prediction(entry.name, scored, ms, n, backend, dev))
+                    out[row].append(Prediction(entry.name, scored, ms, n, backend, slot.device))
                     row += 1
         return out
 
