@@ -1,25 +1,35 @@
-"""Build the ResNet Zoo web app (FastAPI); `python app.py` serves it on ZOO_HOST:ZOO_PORT."""
+"""Build the ResNet Zoo web app: the REST routes and the Gradio UI at `/` in one FastAPI app.
+`python app.py` serves it on ZOO_HOST:ZOO_PORT."""
 
 from __future__ import annotations
 
+from zoo import accel  # noqa: F401  (first: on a ZeroGPU Space `spaces` must load before CUDA is touched)
+
+# isort: split
+import gradio as gr
 from fastapi import FastAPI
 
 import zoo
+from zoo import ui
 from zoo.api import router
 
 
-def build_app() -> FastAPI:
-    """The FastAPI app: REST routes (and, with the UI issue, the Gradio demo mounted at /)."""
+def build_app(settings: zoo.Settings | None = None) -> FastAPI:
+    """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`."""
+    settings = settings or zoo.get_settings()
     app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__)
     app.include_router(router)
-    return app
+    demo = ui.build_demo(settings, rest_routes=router.routes)
+    return gr.mount_gradio_app(
+        app, demo, path="/", theme=ui.THEME, ssr_mode=False, footer_links=["api", "settings"],
+        max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
+        allowed_paths=[str(ui.EXAMPLES[0].parent)] if ui.EXAMPLES else None,
+    )
 
-
-app = build_app()
 
 if __name__ == "__main__":
     import uvicorn
 
     settings = zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info")

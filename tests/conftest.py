@@ -19,6 +19,7 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     settings.get_settings.cache_clear()
     yield
     settings.get_settings.cache_clear()
@@ -86,3 +87,20 @@ def resnet18_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors"
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(path))
     return path
+
+
+LIVE_TAGS = ("resnet18.a1_in1k", "resnet18.tv_in1k")  # the weights a live zoo has (a seeded resnet18)
+
+
+@pytest.fixture
+def live_zoo(resnet18_file: Path):
+    """The whole app served on 127.0.0.1 with `LIVE_TAGS` in its store; yields the server (`.url`)."""
+    from app import build_app
+    from tests.liveserver import LiveServer
+    from zoo import weights
+
+    for tag in LIVE_TAGS:
+        weights.import_file(resnet18_file, tag)
+    server = LiveServer(build_app()).start()
+    yield server
+    server.stop()

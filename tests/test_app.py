@@ -13,17 +13,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import build_app
-from zoo import registry
 from zoo.settings import REPO_ROOT
 
 
-def test_healthz_and_index_in_process():
-    client = TestClient(build_app())
-    assert client.get("/healthz").json() == {"status": "ok"}
-    page = client.get("/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert page.text.count("<tr>") == len(registry.load()) + 1
-    assert "resnet50.a1_in1k ★" in page.text
+def test_rest_routes_and_the_gradio_ui_share_one_app():
+    with TestClient(build_app()) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}  # REST routes win over the mount at /
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "ResNet Zoo" in page.text  # the title, in the page config
+        config = client.get("/config").json()
+        assert config["analytics_enabled"] is False
+        info = client.get("/gradio_api/info").json()
+        assert {"/classify", "/compare", "/architecture"} <= set(info["named_endpoints"])
 
 
 def free_port() -> int:
@@ -49,7 +51,8 @@ def test_python_app_py_serves_offline(tmp_path):
                     pytest.fail(f"app.py did not answer:\n{proc.communicate(timeout=5)[0]}")
                 time.sleep(0.2)
         assert r.status_code == 200 and r.json() == {"status": "ok"}
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "ResNet Zoo" in page.text
     finally:
         proc.terminate()
         proc.wait(timeout=10)

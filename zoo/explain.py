@@ -116,10 +116,17 @@ def save(exp: Explanation, folder: str | Path) -> list[str]:
         Image.fromarray(arr).save(out / fname)
         paths.append(str(out / fname))
     for st in exp.stages:
-        tiles = [Image.fromarray(m).resize((112, 112), Image.Resampling.NEAREST) for m in st.maps]
-        sheet = Image.new("L", (112 * len(tiles), 112))
-        for i, t in enumerate(tiles):
-            sheet.paste(t, (112 * i, 0))
-        sheet.save(out / f"{st.stage}.png")
+        sheet(st).save(out / f"{st.stage}.png")
         paths.append(str(out / f"{st.stage}.png"))
     return paths
+
+
+def sheet(st: StageMaps, tile: int = 112, columns: int | None = None) -> Image.Image:
+    """One stage's maps side by side (`columns` per row, default all), each scaled to `tile` px."""
+    cols = columns or len(st.maps)
+    rows = -(-len(st.maps) // cols)
+    out = Image.new("L", (tile * cols, tile * rows))
+    for i, m in enumerate(st.maps):
+        out.paste(Image.fromarray(m).resize((tile, tile), Image.Resampling.NEAREST),
+                  (tile * (i % cols), tile * (i // cols)))
+    return out

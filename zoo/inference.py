@@ -254,6 +254,12 @@ class Engine:
         for thread in list(self._exports.values()):
             thread.join(timeout)
 
+    def is_ready(self, name: str, device: str | torch.device | None = None) -> bool:
+        """Whether `name` is loaded and warmed up on `device` (its next request starts at once)."""
+        key = f"{self.check(name).name}@{models.resolve_device(device or self.settings.device)}"
+        with self._lock:
+            return key in self._slots
+
     def runner_name(self, name: str, device: str | torch.device | None = None) -> str:
         return self.slot(name, device).runner.name
 

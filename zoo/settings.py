@@ -35,6 +35,8 @@ class Settings:
     compile: bool = False  # ZOO_COMPILE: torch.compile models on CUDA (slow first call, faster after)
     max_batch: int = 16  # ZOO_MAX_BATCH: most images one forward pass takes when requests are batched
     batch_wait_ms: float = 0.0  # ZOO_BATCH_WAIT_MS: extra wait for company; 0 batches what queued meanwhile
+    queue_size: int = 64  # ZOO_QUEUE_SIZE: UI requests waiting at once; more are turned away, not queued
+    max_upload_mb: int = 1024  # ZOO_MAX_UPLOAD_MB: largest file the UI accepts (labelled zips included)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +69,8 @@ class Settings:
             compile=_bool(env, "ZOO_COMPILE"),
             max_batch=_int(env, "ZOO_MAX_BATCH", cls.max_batch, low=1, high=1024),
             batch_wait_ms=_float(env, "ZOO_BATCH_WAIT_MS", cls.batch_wait_ms, low=0.0, high=1000.0),
+            queue_size=_int(env, "ZOO_QUEUE_SIZE", cls.queue_size, low=1),
+            max_upload_mb=_int(env, "ZOO_MAX_UPLOAD_MB", cls.max_upload_mb, low=1),
         )
 
 

@@ -34,6 +34,15 @@ def is_local(entry: ModelEntry, settings: Settings | None = None) -> bool:
     return store(settings).has(entry.name)
 
 
+def where(entry: ModelEntry, settings: Settings | None = None) -> str | None:
+    """Where the entry's weights are on this machine: "store", "hf-cache" (e.g. a Space's
+    `preload_from_hub`), or None when they would have to be downloaded. Never contacts the Hub."""
+    settings = settings or get_settings()
+    if store(settings).has(entry.name):
+        return "store"
+    return "hf-cache" if hub.cached_file(entry, settings) else None
+
+
 def how_to_get(name: str) -> str:
     return (
         f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable (or copy that "

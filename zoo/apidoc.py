@@ -1,0 +1,85 @@
+"""The API tab's text, generated from the real routes: Gradio's named endpoints (gradio_client and
+curl) and the REST routes (curl, huggingface_hub), for the server's own base URL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from zoo import registry
+
+EXAMPLE_IMAGE = "chelsea.jpg"
+EXAMPLE_ZIP = "labelled.zip"
+
+
+def _example(param: dict[str, Any], tag: str) -> tuple[str, Any]:
+    """(Python literal, JSON value) for one Gradio endpoint parameter."""
+    if param.get("python_type", {}).get("type") == "filepath":
+        name = EXAMPLE_ZIP if param.get("component") == "File" else EXAMPLE_IMAGE
+        return f'handle_file("{name}")', {"path": f"<server path of {name} from /gradio_api/upload>",
+                                          "meta": {"_type": "gradio.FileData"}}
+    if param.get("parameter_has_default"):
+        value = param["parameter_default"]
+    else:
+        value = tag if param["parameter_name"] == "model" else param.get("example_input")
+    return repr(value), value
+
+
+def gradio_section(api_info: dict[str, Any], base_url: str) -> str:
+    """gradio_client and curl calls for every named endpoint, with its parameters and returns."""
+    out = ["## Python: `gradio_client`", "", "```python", "from gradio_client import Client, handle_file", "",
+           f'client = Client("{base_url}")']
+    curl = ["## curl: Gradio's HTTP API", "",
+            "Upload files first (`curl -F files=@chelsea.jpg " + f"{base_url}/gradio_api/upload` answers with "
+            "their server paths), then start a call and read its result as server-sent events:", ""]
+    tag = registry.load().defaults()[0].name
+    for name, ep in sorted(api_info.get("named_endpoints", {}).items()):
+        params = ep.get("parameters", [])
+        examples = [_example(p, tag) for p in params]
+        args = "".join(f"    {p['parameter_name']}={py},\n" for p, (py, _) in zip(params, examples, strict=True))
+        returns = ", ".join(r.get("label") or r.get("component", "?") for r in ep.get("returns", []))
+        out += ["", f"# {ep.get('description') or name}  ->  {returns or 'nothing'}",
+                f"result = client.predict(\n{args}    api_name=\"{name}\",\n)"]
+        payload = json.dumps({"data": [js for _, js in examples]})
+        curl += [f"**`{name}`** → {returns or 'nothing'}", "", "```bash",
+                 f"EVENT_ID=$(curl -s -X POST {base_url}/gradio_api/call{name} -H 'Content-Type: application/json' "
+                 f"-d '{payload}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"event_id\"])')",
+                 f"curl -sN {base_url}/gradio_api/call{name}/$EVENT_ID", "```", ""]
+    out.append("```")
+    return "\n".join([*out, "", *curl])
+
+
+def rest_section(routes: Iterable[Any], base_url: str) -> str:
+    """One line per REST route (method, path, summary) and a curl example for each GET route."""
+    lines = ["## REST routes", "", "| method | path | what it does |", "|---|---|---|"]
+    examples = []
+    tag = registry.load().defaults()[0].name
+    hub_mirror = None
+    for r in routes:
+        if not isinstance(r, APIRoute) or not r.include_in_schema:
+            continue
+        methods = ", ".join(sorted(r.methods - {"OPTIONS"}))
+        lines.append(f"| {methods} | `{r.path}` | {r.summary or r.name} |")
+        if "/resolve/" in r.path:
+            hub_mirror = r.path
+        elif "GET" in r.methods:
+            path = r.path.replace("{name}", tag)
+            if "{" not in path:
+                examples.append(f"curl -s {base_url}{path}")
+    lines += ["", f"Full schema: [`{base_url}/openapi.json`]({base_url}/openapi.json) · "
+              f"interactive docs: [`{base_url}/docs`]({base_url}/docs)", "", "```bash", *examples, "```"]
+    if hub_mirror:
+        lines += ["", "## `huggingface_hub` and timm: use this zoo as a Hub mirror", "", "```python",
+                  "import os", f'os.environ["HF_ENDPOINT"] = "{base_url}"  # before importing huggingface_hub',
+                  "from huggingface_hub import hf_hub_download", "import timm", "",
+                  f'path = hf_hub_download("timm/{tag}", "model.safetensors")',
+                  f'model = timm.create_model("{tag}", pretrained=True)', "```"]
+    return "\n".join(lines)
+
+
+def render(api_info: dict[str, Any], routes: Iterable[Any], base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return gradio_section(api_info, base) + "\n\n" + rest_section(routes, base)

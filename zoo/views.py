@@ -1,0 +1,157 @@
+"""What the UI shows, computed from the services: model choices, cards, tables and plot data (no Gradio here)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+
+from zoo import hub, images, registry, weights
+from zoo.compare import Comparison
+from zoo.evaluate import Evaluation
+from zoo.inference import Prediction
+from zoo.registry import ModelEntry
+from zoo.settings import Settings, get_settings
+
+ROBUSTNESS = (("imagenet-real", "ReaL"), ("imagenetv2", "V2"), ("sketch", "Sketch"),
+              ("imagenet-r", "IN-R"), ("imagenet-a", "IN-A"))
+ZOO_COLUMNS = ["model", "family", "depth", "params (M)", "GMACs", "eval px", "top-1", "top-5",
+               *(f"{label} top-1" for _, label in ROBUSTNESS), "license", "pretrained on", "local"]
+
+
+def arch_title(arch: str) -> str:
+    """resnet50 -> ResNet-50, resnext101_32x8d -> ResNeXt-101 32x8d."""
+    for prefix, title in (("resnext", "ResNeXt"), ("resnet", "ResNet")):
+        if arch.startswith(prefix):
+            depth, _, groups = arch[len(prefix):].partition("_")
+            return f"{title}-{depth}" + (f" {groups}" if groups else "")
+    return arch
+
+
+def _order(e: ModelEntry) -> tuple:
+    return (e.family != "resnet", e.depth, registry.ARCHITECTURES.index(e.arch), not e.is_default,
+            -(e.top1 or 0.0))
+
+
+def model_choices(entries: list[ModelEntry] | None = None) -> list[tuple[str, str]]:
+    """(label, tag) for every tag with an ImageNet head, grouped by family then depth, defaults first."""
+    pool = [e for e in (entries or registry.load()) if e.has_imagenet_head]
+    return [(f"{arch_title(e.arch)} · {e.tag}{' ★' if e.is_default else ''}"
+             + (f" · {e.top1:.1f}%" if e.top1 is not None else ""), e.name) for e in sorted(pool, key=_order)]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}%"
+
+
+def card(entry: ModelEntry, settings: Settings | None = None) -> str:
+    """A short Markdown card: what the model is, what it costs, how it scores, where its weights are."""
+    settings = settings or get_settings()
+    place = {"store": "on this machine (weight store)", "hf-cache": "on this machine (Hugging Face cache)",
+             None: "not on this machine yet"}[weights.where(entry, settings)]
+    block = "bottleneck" if entry.block == "bottleneck" else "basic"
+    data = "ImageNet-1k" if entry.pretrain == "in1k" else f"{entry.pretrain}, then fine-tuned on ImageNet-1k"
+    groups = f", {entry.cardinality} groups × {entry.base_width} channels" if entry.cardinality > 1 else ""
+    return "\n".join([
+        f"### {entry.name}" + (" ★ default" if entry.is_default else ""),
+        f"{arch_title(entry.arch)}: {entry.depth} weighted layers, {block} blocks {list(entry.layers)}{groups}.",
+        "",
+        f"- **Parameters**: {entry.params / 1e6:.2f} M",
+        f"- **Compute**: {entry.gmacs_eval:.2f} GMACs at {entry.eval_size} px"
+        + (f" ({entry.gmacs:.2f} at 224 px)" if entry.eval_size != 224 else ""),
+        f"- **Published ImageNet top-1 / top-5**: {_pct(entry.top1)} / {_pct(entry.top5)} at {entry.eval_size} px",
+        f"- **License**: {entry.license or 'not stated by timm'}",
+        f"- **Trained on**: {data}",
+        f"- **Preprocessing**: {images.preprocessing(entry).describe()}",
+        f"- **Weights**: {place}; Hub repo `{entry.hf_hub_id}`",
+    ])
+
+
+def top_label(pred: Prediction) -> dict[str, float]:
+    """{class name: probability} for gr.Label; a name two classes share gets its synset."""
+    counts = Counter(s.label.name for s in pred.top)
+    return {(s.label.name if counts[s.label.name] == 1 else f"{s.label.name} ({s.label.synset})"): s.probability
+            for s in pred.top}
+
+
+def latency(pred: Prediction) -> str:
+    return (f"**{pred.latency_ms:.1f} ms** forward pass on {pred.device} ({pred.backend}, "
+            f"batch of {pred.batch_size}).")
+
+
+def comparison_table(cmp: Comparison) -> pd.DataFrame:
+    rows = []
+    for r in cmp.rows:
+        best = r.prediction.top[0]
+        rows.append({
+            "model": r.entry.name, "top-1 here": f"{best.label.name} ({best.probability:.1%})",
+            "top-5 here": ", ".join(s.label.name for s in r.prediction.top[:5]),
+            "latency (ms)": round(r.latency_ms, 1), "params (M)": round(r.entry.params / 1e6, 1),
+            "GMACs": round(r.entry.gmacs_eval, 2), "published top-1": r.entry.top1,
+        })
+    return pd.DataFrame(rows)
+
+
+def agreement(cmp: Comparison) -> str:
+    a = cmp.agreement
+    n = len(cmp.rows)
+    votes = "; ".join(f"**{name}**: {len(models)} of {n}" for name, models in a.top1_votes.items())
+    common = ", ".join(lbl.name for lbl in a.common_top5) or "none"
+    head = "All models agree on the top-1 class." if a.all_same_top1 else "The models disagree on the top-1 class."
+    return f"{head} Top-1 votes: {votes}. Classes in every model's top-5: {common}."
+
+
+def scatter_frames(cmp: Comparison) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Published top-1 against GMACs (every tag with a result, the chosen ones highlighted) and
+    against the latency measured here (the chosen ones)."""
+    chosen = {r.entry.name for r in cmp.rows}
+    cost = pd.DataFrame([{"model": e.name, "GMACs": e.gmacs_eval, "published top-1": e.top1,
+                          "set": "compared" if e.name in chosen else "other tags"}
+                         for e in registry.load() if e.top1 is not None])
+    speed = pd.DataFrame([{"model": p["model"], "latency (ms)": p["latency_ms"], "published top-1": p["published_top1"],
+                           "set": "compared"} for p in cmp.scatter() if p["published_top1"] is not None])
+    return cost, speed
+
+
+def evaluation_table(ev: Evaluation) -> pd.DataFrame:
+    return pd.DataFrame([{"model": s.model, "images": s.n, "top-1 here": round(s.top1, 2),
+                          "top-5 here": round(s.top5, 2), "published top-1": s.published_top1,
+                          "ms / image": round(s.latency_ms / max(s.n, 1), 2)} for s in ev.scores])
+
+
+def evaluation_note(ev: Evaluation) -> str:
+    n = max((s.n for s in ev.scores), default=0)
+    text = f"{n} images in {ev.classes} classes."
+    if ev.skipped:
+        listed = "; ".join(f"`{f}`: {why}" for f, why in ev.skipped[:10])
+        more = f" (and {len(ev.skipped) - 10} more)" if len(ev.skipped) > 10 else ""
+        text += f" Skipped {len(ev.skipped)} file(s) that could not be read: {listed}{more}."
+    return text
+
+
+def zoo_table(query: str = "", settings: Settings | None = None) -> pd.DataFrame:
+    """Every tag matching `query` (words in name, family, license, pretraining data), one row each."""
+    settings = settings or get_settings()
+    rows = []
+    for e in sorted(registry.list_models(text=query or None), key=_order):
+        rows.append([
+            e.name + (" ★" if e.is_default else ""), e.family, e.depth, round(e.params / 1e6, 2),
+            round(e.gmacs_eval, 2), e.eval_size, e.top1, e.top5,
+            *((r.top1 if (r := e.result(ds)) else None) for ds, _ in ROBUSTNESS),
+            e.license or "unknown", e.pretrain, weights.where(e, settings) or "no",
+        ])
+    return pd.DataFrame(rows, columns=ZOO_COLUMNS)
+
+
+def banner(tags: list[str], settings: Settings | None = None) -> str:
+    """Markdown warning naming the weights in `tags` this machine lacks and how to get them; "" if none."""
+    settings = settings or get_settings()
+    missing = [e.name for e in map(registry.get, tags) if weights.where(e, settings) is None]
+    if not missing:
+        return ""
+    if settings.hf_offline or hub.reachability.is_down:
+        why = "The Hugging Face Hub is not reachable from here, so they cannot be downloaded now"
+    else:
+        why = "They download from the Hugging Face Hub on first use, if it is reachable from here"
+    return (f"⚠️ **Weights not on this machine: {', '.join(f'`{t}`' for t in missing)}.** {why}. "
+            f"{weights.how_to_get(missing[0])} The Architecture and Model zoo tabs work without them.")
