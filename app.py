@@ -10,16 +10,15 @@ import gradio as gr
 from fastapi import FastAPI
 
 import zoo
-from zoo import ui
-from zoo.api import router
+from zoo import api, ui
 
 
 def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`."""
     settings = settings or zoo.get_settings()
     app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__)
-    app.include_router(router)
-    demo = ui.build_demo(settings, rest_routes=router.routes)
+    api.install(app)
+    demo = ui.build_demo(settings, rest_routes=api.router.routes)
     return gr.mount_gradio_app(
         app, demo, path="/", theme=ui.THEME, ssr_mode=False, footer_links=["api", "settings"],
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,

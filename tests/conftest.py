@@ -40,9 +40,9 @@ def fresh_hub_state():
     """Reachability is remembered per process: start every test from 'unknown'."""
     from zoo import hub
 
-    hub.reachability.up()
+    hub.reachability.reset()
     yield
-    hub.reachability.up()
+    hub.reachability.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -183,7 +183,9 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     assert "32 groups" in groups and "3 projection" in shortcuts
 
     assert len(client.predict(api_name="/catalog")["data"]) == len(registry.load())
-    assert "weight store" in client.predict(tag, api_name="/zoo_card")
+    zoo_card = client.predict(tag, api_name="/zoo_card")
+    assert "weight store" in zoo_card and f"(/api/models/{tag}/weights)" in zoo_card
+    assert httpx.head(f"{live_zoo.url}/api/models/{tag}/weights").status_code == 200  # the link works
 
     missing = registry.get("resnet34.tv_in1k")
     local_hub.add(missing.hf_hub_id, missing.hf_filename, _resnet_bytes("resnet34"))

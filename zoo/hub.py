@@ -18,6 +18,7 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub.errors import HfHubHTTPError
 from tqdm import tqdm
 
+from zoo import registry
 from zoo.errors import WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings
@@ -47,6 +48,7 @@ class _Reachability:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._up_until = 0.0  # the Hub answered recently: no need to ask again before this
         self._reason = ""
 
     def check(self, settings: Settings) -> None:
@@ -64,6 +66,20 @@ class _Reachability:
     def up(self) -> None:
         with self._lock:
             self._down_until = 0.0
+            self._up_until = time.monotonic() + RECHECK_S
+
+    def reset(self) -> None:
+        """Forget what is known: the next question goes to the Hub."""
+        with self._lock:
+            self._down_until = self._up_until = 0.0
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def recently_up(self) -> bool:
+        return time.monotonic() < self._up_until
 
     @property
     def is_down(self) -> bool:
@@ -71,6 +87,22 @@ class _Reachability:
 
 
 reachability = _Reachability()
+
+
+def status(settings: Settings) -> tuple[str, str]:
+    """("offline" | "unreachable" | "reachable", detail); asks the Hub (one HEAD) at most once per RECHECK_S."""
+    if settings.hf_offline:
+        return "offline", "HF_HUB_OFFLINE is set, so the Hub is not contacted"
+    if reachability.is_down:
+        return "unreachable", f"{settings.hf_endpoint} did not answer ({reachability.reason})"
+    if not reachability.recently_up:
+        try:
+            remote_file(registry.load().defaults()[0], settings)
+        except HubUnreachableError as exc:
+            return "unreachable", str(exc)
+        except WeightsUnavailableError:
+            pass  # it answered: reachable, even if that file is missing there
+    return "reachable", f"{settings.hf_endpoint} answers"
 
 
 def cache_dir(settings: Settings) -> Path:

@@ -83,6 +83,17 @@ class Store:
         recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if p.is_dir() and NAME.fullmatch(p.name))
         return [r for r in recs if r is not None]
 
+    def writable(self) -> tuple[bool, str]:
+        """Whether files can be written in the store now (creates it if missing), and why not."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return False, f"{self.root} is not writable ({exc.strerror or exc})"
+        return True, f"{self.root} is writable"
+
     def lock(self, name: str) -> FileLock:
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,10 @@ def pick_row(evt: gr.SelectData) -> str:
 @user_errors
 def zoo_card(model: str) -> str:
     """The card of the tag picked in the Model zoo table."""
-    return views.card(registry.get(model)) if model else "Select a row to see its card."
+    if not model:
+        return "Select a row to see its card."
+    entry = registry.get(model)
+    return views.card(entry) + "\n\n" + views.download_links(entry)
 
 
 @user_errors
@@ -162,7 +165,7 @@ def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[st
 
     weights.resolve(entry.name, progress=report)
     gr.Info(f"{entry.name} is on this machine.")
-    return views.card(entry), views.zoo_table()
+    return zoo_card(entry.name), views.zoo_table()
 
 
 def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()) -> gr.Blocks:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pandas as pd
 
-from zoo import hub, images, registry, weights
+from zoo import catalog, hub, images, registry, weights
 from zoo.compare import Comparison
 from zoo.evaluate import Evaluation
 from zoo.inference import Prediction
@@ -65,6 +65,17 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> str:
         f"- **Preprocessing**: {images.preprocessing(entry).describe()}",
         f"- **Weights**: {place}; Hub repo `{entry.hf_hub_id}`",
     ])
+
+
+def download_links(entry: ModelEntry, settings: Settings | None = None) -> str:
+    """Markdown links to the REST API's file, header and card for `entry`, if this server has its weights."""
+    stored = catalog.stored_file(entry.name, settings or get_settings())
+    base = f"/api/models/{entry.name}"
+    if stored is None:
+        return f"Not on this server yet: **Fetch weights** downloads it. [Card as JSON]({base})"
+    return (f"[⬇ Download `{stored.filename}`]({base}/weights) ({stored.size / 1e6:.1f} MB, SHA-256 "
+            f"`{stored.sha256[:16]}…`) · [safetensors header]({base}/header) · [card as JSON]({base}) · "
+            f"Hub mirror: `/{entry.hf_hub_id}/resolve/main/{entry.hf_filename}`")
 
 
 def top_label(pred: Prediction) -> dict[str, float]:
