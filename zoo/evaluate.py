@@ -1,27 +1,23 @@
 """Measured accuracy on the user's labelled images: a folder or zip of class folders -> top-1/top-5 per tag.
 
 Class folders are named by ImageNet synset (`n01440764`) or class name (`tench`, `golden_retriever`,
-any synonym timm's ImageNetInfo lists). Zips are read in memory, never extracted, and checked first:
-member count, sizes, compression ratio and names.
+any synonym timm's ImageNetInfo lists). Zips are read in memory, never extracted, after `archives`
+has checked every member.
 """
 
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import torch
 
-from zoo import images, inference
+from zoo import archives, images, inference
 from zoo.errors import InvalidDatasetError, InvalidImageError, close_matches
 from zoo.inference import Engine
 
-MAX_MEMBERS = 100_000  # files in one zip
-MAX_UNPACKED = 8 * 1024**3  # bytes all members of a zip decompress to
-MAX_RATIO = 200  # a member that inflates more than this is a zip bomb, not a photo
 SYNSET = re.compile(r"n\d{8}")
 AMBIGUOUS = -1
 
@@ -111,28 +107,10 @@ def _dir_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
 
 
 def _zip_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidDatasetError(f"{path.name} is not a readable zip file ({exc}).") from None
-    infos = [i for i in archive.infolist() if not i.is_dir()]
-    if len(infos) > MAX_MEMBERS:
-        raise InvalidDatasetError(f"{path.name} holds {len(infos):,} files; the limit is {MAX_MEMBERS:,}.")
-    if sum(i.file_size for i in infos) > MAX_UNPACKED:
-        raise InvalidDatasetError(f"{path.name} unpacks to more than {MAX_UNPACKED / 1024**3:.0f} GiB.")
-    for info in infos:
-        name = info.filename
-        pure = PurePosixPath(name)
-        if name.startswith(("/", "\\")) or ".." in pure.parts or ":" in pure.parts[0] or "\\" in name:
-            raise InvalidDatasetError(f"{path.name} has an unsafe member name {name!r}; refusing the archive.")
-        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
-            raise InvalidDatasetError(f"{name!r} in {path.name} inflates {info.file_size / info.compress_size:.0f}x; "
-                                      "refusing a likely zip bomb.")
-    for info in infos:
-        pure = PurePosixPath(info.filename)
-        if pure.suffix.lower() in images.ACCEPTED_EXTENSIONS and not any(
-                s.startswith(".") or s == "__MACOSX" for s in pure.parts):
-            yield info.filename, (lambda info=info: archive.read(info))
+    archive = archives.open_zip(path)
+    for m in archives.members(archive, path.name):
+        if PurePosixPath(m.name).suffix.lower() in images.ACCEPTED_EXTENSIONS:
+            yield m.name, (lambda m=m: archives.read(archive, m, path.name))
 
 
 @dataclass

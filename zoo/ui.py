@@ -56,16 +56,22 @@ def _image(image: str | None) -> str:
     return image
 
 
+def _download_bar(progress: gr.Progress, name: str) -> Callable[[int, int | None], None]:
+    """A `weights.resolve` progress callback that moves the UI's bar in megabytes."""
+
+    def report(done: int, total: int | None) -> None:
+        if total:
+            progress(done / total, desc=f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+    return report
+
+
 def _ready(names: Iterable[str], progress: gr.Progress) -> None:
     """Download (with a byte progress bar) and load each model that is not ready yet."""
     eng = inference.engine()
     todo = [n for n in dict.fromkeys(names) if not eng.is_ready(n)]
     for i, name in enumerate(todo):
-        def report(done: int, total: int | None, name: str = name) -> None:
-            if total:
-                progress(done / total, desc=f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
-
-        weights.resolve(name, progress=report)
+        weights.resolve(name, progress=_download_bar(progress, name))
         progress((i, len(todo)), desc=f"Loading {name}", unit="models")
         eng.slot(name)
 
@@ -158,12 +164,7 @@ def zoo_card(model: str) -> str:
 def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
     """Download a tag's weights into the store (from the Hub, with a progress bar) and refresh the views."""
     entry = registry.get(model)
-
-    def report(done: int, total: int | None) -> None:
-        if total:
-            progress(done / total, desc=f"Downloading {entry.name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
-
-    weights.resolve(entry.name, progress=report)
+    weights.resolve(entry.name, progress=_download_bar(progress, entry.name))
     gr.Info(f"{entry.name} is on this machine.")
     return zoo_card(entry.name), views.zoo_table()
 

@@ -1,0 +1,102 @@
+"""Untrusted zip archives of images: every member checked from the central directory before any byte is
+inflated (names, links, encryption, counts, sizes, ratios), then read in memory or extracted into one
+folder with the limits enforced again while writing."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from zoo.errors import InvalidDatasetError
+
+MAX_MEMBERS = 100_000  # files in one zip
+MAX_UNPACKED = 8 * 1024**3  # bytes all members of a zip decompress to
+MAX_RATIO = 200  # a member that inflates more than this (and past 1 MiB) is a zip bomb, not a photo
+IGNORED = ("__MACOSX",)  # resource-fork folders that macOS adds
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the member's path inside the archive (checked: relative, no `..`)
+    info: zipfile.ZipInfo
+
+
+def _unsafe_name(name: str) -> bool:
+    pure = PurePosixPath(name)
+    return (not name or "\x00" in name or "\\" in name or name.startswith("/") or ".." in pure.parts
+            or ":" in name.split("/")[0])
+
+
+def members(archive: zipfile.ZipFile, label: str) -> list[Member]:
+    """The archive's files that matter (no folders, hidden files or `__MACOSX`), after checking all of them.
+
+    Raises:
+        InvalidDatasetError: an unsafe name, a link, an encrypted member, too many members, too many
+            bytes unpacked, or a member that inflates like a zip bomb; names the member.
+    """
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    if len(infos) > MAX_MEMBERS:
+        raise InvalidDatasetError(f"{label} holds {len(infos):,} files; the limit is {MAX_MEMBERS:,}.")
+    if sum(i.file_size for i in infos) > MAX_UNPACKED:
+        raise InvalidDatasetError(f"{label} unpacks to more than {MAX_UNPACKED / 1024**3:.0f} GiB.")
+    out = []
+    for info in infos:
+        name = info.filename
+        if _unsafe_name(name):
+            raise InvalidDatasetError(f"{label} has an unsafe member name {name!r}; refusing the archive.")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise InvalidDatasetError(f"{label} holds a symbolic link {name!r}; refusing the archive.")
+        if info.flag_bits & 0x1:
+            raise InvalidDatasetError(f"{label} is encrypted ({name!r}); upload an archive without a password.")
+        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
+            raise InvalidDatasetError(f"{name!r} in {label} inflates {info.file_size / info.compress_size:.0f}x; "
+                                      "refusing a likely zip bomb.")
+        if not any(part.startswith(".") or part in IGNORED for part in PurePosixPath(name).parts):
+            out.append(Member(name, info))
+    return out
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """Open `path` as a zip, or InvalidDatasetError saying it is not one."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidDatasetError(f"{Path(path).name} is not a readable zip file ({exc}).") from None
+
+
+def read(archive: zipfile.ZipFile, member: Member, label: str) -> bytes:
+    """One member's bytes (CRC checked), never more than its declared size."""
+    try:
+        with archive.open(member.info) as f:
+            data = f.read(member.info.file_size + 1)
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+        raise InvalidDatasetError(f"{member.name!r} in {label} is corrupt ({exc}).") from None
+    if len(data) > member.info.file_size:
+        raise InvalidDatasetError(f"{member.name!r} in {label} inflates past its declared size; refusing it.")
+    return data
+
+
+def extract(path: Path, dest: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Extract the checked members whose names end with `suffixes` into `dest`; return their paths.
+
+    Nothing is written outside `dest`; the caller owns `dest` and removes it (a job's temporary folder).
+
+    Raises:
+        InvalidDatasetError: see `members` and `read`.
+    """
+    label = Path(path).name
+    dest = Path(dest).resolve()
+    written: list[Path] = []
+    with open_zip(path) as archive:
+        for m in members(archive, label):
+            if PurePosixPath(m.name).suffix.lower() not in suffixes:
+                continue
+            target = (dest / m.name).resolve()
+            if dest not in target.parents:  # belt and braces after the name checks
+                raise InvalidDatasetError(f"{label}: {m.name!r} would land outside the job folder.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read(archive, m, label))
+            written.append(target)
+    return written
