@@ -116,7 +116,7 @@ def models(family: Literal["resnet", "resnext"] | None = None,
 @router.get("/api/models/{name}", summary="A model's card: facts, preprocessing, license, its weights here",
             responses=ERRORS)
 def model_card(name: Name) -> dict[str, Any]:
-    return catalog.card(registry.get(name))
+    return catalog.card_for(name)
 
 
 FILE = {"response_class": Response, "responses": {

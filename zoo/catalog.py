@@ -4,34 +4,51 @@ stored files the download API may serve (looked up by registry name or Hub repo,
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo import images, registry, weights
-from zoo.errors import InvalidArgumentError, WeightsUnavailableError
+from zoo import checkpoint, images, registry, weights
+from zoo.errors import WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
-
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
+from zoo.transfer import runs
 
 
 @dataclass(frozen=True)
 class StoredFile:
     """A weight file the API may send: a regular file inside the store, with its recorded hash."""
 
-    entry: ModelEntry
+    name: str  # registry tag, or a transfer run's id
     path: Path
     sha256: str
     size: int
-    commit: str  # the Hub commit it came from, or a stable id derived from its hash (imports)
+    commit: str  # the Hub commit it came from, or a stable id derived from its hash (imports, runs)
     mtime: float
 
     @property
     def filename(self) -> str:
-        return f"{self.entry.name}.safetensors"
+        return f"{self.name}.safetensors"
+
+
+def _safe_file(path: Path, root: Path, size: int) -> tuple[Path, float] | None:
+    """(real path, mtime) of `path` if it is a regular file directly in a real folder of `root` with
+    `size` bytes; None for anything else (missing, a symlink anywhere, elsewhere, another size)."""
+    if path.is_symlink() or path.parent.is_symlink():
+        return None
+    try:
+        real, top = path.resolve(strict=True), root.resolve(strict=True)
+        info = real.stat()
+    except OSError:
+        return None
+    if real.parent.parent != top or not real.is_file() or info.st_size != size:
+        return None
+    return real, info.st_mtime
+
+
+def _commit(sha256: str) -> str:
+    return hashlib.sha1(f"resnet-zoo:{sha256}".encode()).hexdigest()
 
 
 def summary(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
@@ -50,7 +67,40 @@ def search(*, family: str | None = None, depth: int | None = None, license: str 
     """Summaries of the entries matching every given filter (`q`: words in name, license, pretraining data)."""
     settings = settings or get_settings()
     rows = [summary(e, settings) for e in registry.list_models(family=family, depth=depth, license=license, text=q)]
+    words = (q or "").lower().split()
+    for run in runs.list_runs(settings):
+        row = run_summary(run)
+        base = registry.get(run["tag"])
+        text = f"{run['id']} {run['tag']} {run['strategy']} {run['dataset']} {' '.join(run['classes'])}".lower()
+        if (family and base.family != family) or (depth and base.depth != depth) or \
+                (license and (base.license or "unknown") != license.lower()) or any(w not in text for w in words):
+            continue
+        rows.append(row)
     return [r for r in rows if local is None or r["local"] == local]
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """A transfer run as a catalog row (kind `finetuned`)."""
+    base = registry.get(run["tag"])
+    return {"name": run["id"], "kind": "finetuned", "base": run["tag"], "architecture": base.arch,
+            "family": base.family, "depth": base.depth, "strategy": run["strategy"], "classes": run["classes"],
+            "dataset": run["dataset"], "val_top1": run["val_top1"], "macro_f1": run["macro_f1"],
+            "license": base.license, "local": True, "created": run["created"], "url": f"/api/models/{run['id']}"}
+
+
+def card_for(name: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The card of a registry name or of a transfer run."""
+    settings = settings or get_settings()
+    if runs.exists(name, settings):
+        run = runs.get(name, settings)
+        stored = stored_file(name, settings)
+        return {**run_summary(run), "preprocessing": run["preprocessing"], "config": run["config"],
+                "history": run["history"], "per_class_acc": run["per_class_acc"], "confusion": run["confusion"],
+                "weights": {"local": stored is not None, "sha256": run.get("sha256"), "size": run.get("size"),
+                            "filename": stored.filename if stored else None,
+                            "download_url": f"/api/models/{name}/weights" if stored else None,
+                            "header_url": f"/api/models/{name}/header" if stored else None}}
+    return card(registry.get(name), settings)
 
 
 def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
@@ -76,26 +126,24 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
 
 
 def stored_file(name: str, settings: Settings | None = None) -> StoredFile | None:
-    """The store's file for registry name `name` if it is complete and safe to serve, else None.
+    """The file for a registry name or a transfer run's id if it is complete and safe to serve, else None.
 
     Safe: a regular file (not a symlink) in a real folder of the store, whose size matches its record.
     """
     settings = settings or get_settings()
+    if runs.exists(name, settings):
+        record = runs.get(name, settings)
+        found = _safe_file(runs.folder(name, settings) / runs.MODEL_FILE, runs.root(settings), record.get("size", -1))
+        return StoredFile(name, found[0], record["sha256"], record["size"], _commit(record["sha256"]),
+                          found[1]) if found else None
     entry = registry.get(name)
     st = weights.store(settings)
     record = st.record(entry.name)
-    path = st.weights_path(entry.name)
-    if record is None or path.is_symlink() or path.parent.is_symlink():
+    found = _safe_file(st.weights_path(entry.name), st.root, record.size) if record else None
+    if record is None or found is None:
         return None
-    try:
-        real, root = path.resolve(strict=True), st.root.resolve(strict=True)
-        info = real.stat()
-    except OSError:
-        return None
-    if real.parent.parent != root or not real.is_file() or info.st_size != record.size:
-        return None
-    commit = record.commit or hashlib.sha1(f"resnet-zoo:{record.sha256}".encode()).hexdigest()
-    return StoredFile(entry, real, record.sha256, record.size, commit, info.st_mtime)
+    return StoredFile(entry.name, found[0], record.sha256, record.size, record.commit or _commit(record.sha256),
+                      found[1])
 
 
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
@@ -117,25 +165,14 @@ def by_hub_path(repo_id: str, filename: str) -> ModelEntry | None:
 
 
 def header(stored: StoredFile) -> dict[str, Any]:
-    """The safetensors header: tensors (dtype, shape, byte offsets) and metadata, without reading the data."""
-    with stored.path.open("rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise InvalidArgumentError(f"{stored.entry.name}: the stored file is not safetensors.")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(MAX_HEADER_BYTES, stored.size - 8):
-            raise InvalidArgumentError(f"{stored.entry.name}: the stored file's header is malformed.")
-        data = json.loads(f.read(length))
-    metadata = data.pop("__metadata__", {}) or {}
-    tensors = {k: {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": v["data_offsets"]}
-               for k, v in sorted(data.items())}
-    return {"name": stored.entry.name, "sha256": stored.sha256, "size": stored.size, "header_bytes": length,
-            "tensor_count": len(tensors), "parameters": sum(_numel(v["shape"]) for v in tensors.values()),
-            "metadata": metadata, "tensors": tensors}
+    """The safetensors header: tensors (dtype, shape, byte offsets) and metadata, without reading the data.
 
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    Raises:
+        WeightsIntegrityError: the stored file is not well-formed safetensors.
+    """
+    head = checkpoint.read_header(stored.path)
+    tensors = {k: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
+               for k, t in sorted(head.tensors.items())}
+    return {"name": stored.name, "sha256": stored.sha256, "size": stored.size, "header_bytes": head.header_size,
+            "tensor_count": len(tensors), "parameters": sum(math.prod(t.shape) for t in head.tensors.values()),
+            "metadata": head.metadata, "tensors": tensors}

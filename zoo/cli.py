@@ -278,9 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_rm)
 
-    from zoo.cli_infer import add_commands
+    from zoo import cli_infer, cli_train
 
-    add_commands(sub)
+    cli_infer.add_commands(sub)
+    cli_train.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,84 @@
+"""CLI command `train`: transfer-learning runs on digits, a folder or a zip (registered by zoo.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zoo import registry
+
+
+def _progress(report) -> None:
+    if report.kind == "epoch":
+        print(f"    epoch {report.epoch}/{report.epochs}: loss {report.loss:.4f}  "
+              f"train {100 * report.train_acc:5.1f}%  val loss {report.val_loss:.4f}  "
+              f"val {100 * report.val_acc:5.1f}%  {report.images_per_s:,.0f} img/s",
+              file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zoo.cli import _table
+    from zoo.transfer import data, heads, lab
+    from zoo.transfer.fit import FitConfig
+
+    strategies = [heads.check(s.strip()) for s in args.heads.split(",") if s.strip()]
+    tags = [registry.get(t).name for t in args.models]
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       patience=args.patience, seed=args.seed)
+    from zoo.transfer import distributed
+
+    world = distributed.init(args.device)
+    quiet = args.json or not world.is_main  # under torchrun, the main process reports
+    with data.job_folder() as workdir:
+        dataset = data.load(args.data, workdir, val_fraction=args.val_fraction, seed=args.seed)
+        if not quiet:
+            print(f"{dataset.name}: {len(dataset.classes)} classes, {len(dataset.train)} train / "
+                  f"{len(dataset.val)} validation images" + (f", {len(dataset.skipped)} skipped" if dataset.skipped
+                                                              else ""), file=sys.stderr)
+            for path, why in dataset.skipped[:20]:
+                print(f"  skipped {path}: {why}", file=sys.stderr)
+        results = []
+        for tag in tags:
+            for strategy in strategies:
+                if not quiet:
+                    print(f"  {tag} / {strategy}", file=sys.stderr, flush=True)
+                results.append(lab.train(dataset, tag, strategy, config, size=args.size, device=args.device,
+                                         callback=None if quiet else _progress))
+    if not world.is_main:
+        return 0
+    if args.json:
+        print(json.dumps({"dataset": dataset.name, "classes": dataset.classes, "skipped": dataset.skipped,
+                          "runs": [{**r.row(), "per_class_acc": r.scores.per_class, "confusion": r.scores.confusion}
+                                   for r in results]}, indent=1))
+        return 0
+    rows = [[r.tag, r.strategy, f"{100 * r.scores.top1:.2f}", f"{100 * r.scores.macro_f1:.2f}",
+             f"{r.train_seconds:.1f}", f"{r.feature_seconds:.1f}", f"{r.trainable_params:,}",
+             str(len(r.history.epochs)), r.run_id] for r in results]
+    print(_table(["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable", "epochs", "run"],
+                 rows, right={2, 3, 4, 5, 6, 7}))
+    best = max(results, key=lambda r: r.scores.top1)
+    print(f"\nbest: {best.tag} / {best.strategy}; per-class validation accuracy: "
+          + ", ".join(f"{c} {100 * a:.0f}%" for c, a in zip(dataset.classes, best.scores.per_class, strict=True)))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from zoo.transfer.heads import STRATEGIES
+
+    p = sub.add_parser("train", help="train and compare transfer-learning heads on your data (or the digits)")
+    p.add_argument("--data", required=True, metavar="DIR|ZIP|digits",
+                   help="a folder of class folders, a .zip of one, or `digits` (built in, offline)")
+    p.add_argument("--models", nargs="+", required=True, metavar="TAG", help="pretrained tags to start from")
+    p.add_argument("--heads", default="linear,full", help=f"comma-separated: {', '.join(STRATEGIES)}")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, help="the new head's learning rate (default: per strategy)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a lower validation loss before stopping")
+    p.add_argument("--size", type=int, help="input side in pixels (default: the tag's eval size)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: ZOO_DEVICE)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,168 @@
+"""Datasets for the transfer lab: scikit-learn's handwritten digits (built in, offline), a folder of class
+folders, or an uploaded zip of one (checked, then extracted into the job's own temporary folder).
+Every image is decoded up front, so unreadable ones are skipped and listed before anything trains."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from zoo import archives, images
+from zoo.errors import InvalidDatasetError, InvalidImageError
+from zoo.settings import Settings, get_settings
+
+DIGITS = "digits"
+MIN_PER_CLASS = 2  # one for training and one for validation at least
+
+
+@dataclass(frozen=True)
+class Example:
+    path: str  # shown in reports: relative to the dataset root
+    label: int  # index into Dataset.classes
+    image: Image.Image  # decoded RGB
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train: list[Example]
+    val: list[Example]
+    fingerprint: str  # sha256 over class names, file names and bytes: keys the feature cache
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why it could not be used)
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Class name -> (train images, validation images)."""
+        out = {c: [0, 0] for c in self.classes}
+        for split, examples in ((0, self.train), (1, self.val)):
+            for ex in examples:
+                out[self.classes[ex.label]][split] += 1
+        return {c: (t, v) for c, (t, v) in out.items()}
+
+
+def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val) with each class split in the same proportion, reproducibly for `seed`."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InvalidDatasetError(f"The validation fraction must be between 0 and 1, not {val_fraction}.")
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(set(labels)):
+        idx = [i for i, lb in enumerate(labels) if lb == label]
+        rng.shuffle(idx)
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * val_fraction)))
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _build(name: str, classes: list[str], examples: list[Example], digest: hashlib._Hash, skipped,
+           val_fraction: float, seed: int) -> Dataset:
+    if len(classes) < 2:
+        raise InvalidDatasetError(f"{name}: found {len(classes)} class folder(s); a classifier needs at least 2.")
+    per_class = [sum(ex.label == i for ex in examples) for i in range(len(classes))]
+    thin = [f"{c} ({n})" for c, n in zip(classes, per_class, strict=True) if n < MIN_PER_CLASS]
+    if thin:
+        raise InvalidDatasetError(f"{name}: every class needs at least {MIN_PER_CLASS} readable images; "
+                                  f"too few in: {', '.join(thin)}.")
+    train_idx, val_idx = stratified_split([ex.label for ex in examples], val_fraction, seed)
+    digest.update(f"split:{val_fraction}:{seed}".encode())
+    return Dataset(name, classes, [examples[i] for i in train_idx], [examples[i] for i in val_idx],
+                   digest.hexdigest(), skipped)
+
+
+def digits(val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 handwritten digits (8x8, 10 classes), as RGB images: no upload, no network."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    digest = hashlib.sha256(b"sklearn-digits")
+    examples = []
+    for i, (pixels, target) in enumerate(zip(bunch.images, bunch.target, strict=True)):
+        grey = (pixels * (255.0 / 16.0)).round().astype("uint8")
+        digest.update(grey.tobytes())
+        examples.append(Example(f"digits/{i}", int(target), Image.fromarray(grey, "L").convert("RGB")))
+    return _build(DIGITS, [str(c) for c in bunch.target_names], examples, digest, [], val_fraction, seed)
+
+
+def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: Settings | None = None,
+                name: str | None = None) -> Dataset:
+    """A folder of class folders (`root/<class>/<image>`); hidden files and symbolic links are ignored.
+
+    Raises:
+        InvalidDatasetError: not a folder, fewer than 2 classes, or a class with too few readable images.
+    """
+    settings = settings or get_settings()
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidDatasetError(f"{root} is not a folder of class folders.")
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+               and p.name not in archives.IGNORED]
+    if len(folders) == 1 and not any(f.is_file() for f in folders[0].iterdir()):
+        return from_folder(folders[0], val_fraction, seed, settings, name)  # one wrapping folder
+    digest = hashlib.sha256()
+    classes, examples, skipped = [], [], []
+    for folder in folders:
+        label = len(classes)
+        classes.append(folder.name)
+        digest.update(f"class:{folder.name}".encode())
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink() or not path.is_file() or any(s.startswith(".") for s in path.relative_to(root).parts):
+                continue
+            if path.suffix.lower() not in images.ACCEPTED_EXTENSIONS:
+                skipped.append((rel, f"not an image type this zoo reads ({', '.join(images.ACCEPTED_EXTENSIONS)})"))
+                continue
+            data = path.read_bytes()
+            try:
+                image = images.decode(data, max_pixels=settings.max_image_pixels,
+                                      max_bytes=settings.max_image_mb * 1024 * 1024)
+            except InvalidImageError as exc:
+                skipped.append((rel, str(exc)))
+                continue
+            digest.update(rel.encode() + hashlib.sha256(data).digest())
+            examples.append(Example(rel, label, image))
+    return _build(name or root.name, classes, examples, digest, skipped, val_fraction, seed)
+
+
+@contextmanager
+def job_folder(settings: Settings | None = None) -> Iterator[Path]:
+    """A temporary folder for one job (an upload's extracted files), removed when the job ends."""
+    settings = settings or get_settings()
+    parent = settings.weights_dir / ".cache" / "jobs"
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def from_zip(path: Path, workdir: Path, val_fraction: float = 0.2, seed: int = 0,
+             settings: Settings | None = None) -> Dataset:
+    """A zip of class folders: checked (see `zoo.archives`), extracted into `workdir`, then read as a folder."""
+    data = Path(workdir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    archives.extract(Path(path), data, images.ACCEPTED_EXTENSIONS)
+    return from_folder(data, val_fraction, seed, settings, name=Path(path).name)
+
+
+def load(source: str | Path, workdir: Path, val_fraction: float = 0.2, seed: int = 0,
+         settings: Settings | None = None) -> Dataset:
+    """`digits`, a folder, or a .zip, by what `source` is."""
+    if str(source) == DIGITS:
+        return digits(val_fraction, seed)
+    path = Path(source)
+    if path.is_dir():
+        return from_folder(path, val_fraction, seed, settings)
+    if path.is_file():
+        return from_zip(path, workdir, val_fraction, seed, settings)
+    raise InvalidDatasetError(f"{source} is not `digits`, a folder of class folders, or a .zip of one.")

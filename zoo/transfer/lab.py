@@ -1,0 +1,158 @@
+"""One transfer run and a grid of them: load a pretrained tag, replace its head, train what the strategy
+trains (frozen-backbone strategies on cached features), measure it on the validation split, store it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from zoo import checkpoint, images, models, registry, weights
+from zoo.errors import ZooError
+from zoo.settings import Settings, get_settings
+from zoo.transfer import distributed, heads, runs
+from zoo.transfer.data import Dataset
+from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
+from zoo.transfer.metrics import Scores, score
+
+
+@dataclass
+class Result:
+    run_id: str
+    tag: str
+    strategy: str
+    classes: list[str]
+    scores: Scores
+    history: History
+    trainable_params: int
+    train_seconds: float  # the training loop
+    feature_seconds: float  # preparing its inputs: the backbone pass (0 with a warm feature cache)
+    features_cached: bool  # the backbone features came from the cache
+    size: int  # input side in pixels
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {"run": self.run_id, "model": self.tag, "strategy": self.strategy,
+                "val_top1": round(100 * self.scores.top1, 2), "macro_f1": round(100 * self.scores.macro_f1, 2),
+                "train_s": round(self.train_seconds, 2), "features_s": round(self.feature_seconds, 2),
+                "trainable_params": self.trainable_params, "epochs": len(self.history.epochs),
+                "best_epoch": self.history.best_epoch}
+
+
+def _pre(tag: str, size: int | None) -> images.Preprocessing:
+    pre = images.preprocessing(registry.get(tag))
+    return dataclasses.replace(pre, size=size) if size else pre
+
+
+def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, ...]:
+    def stack(examples):
+        return torch.stack([images.preprocess(pre, ex.image) for ex in examples])
+
+    labels = [torch.tensor([ex.label for ex in split]) for split in (dataset.train, dataset.val)]
+    return stack(dataset.train), labels[0], stack(dataset.val), labels[1]
+
+
+def feature_key(tag: str, dataset: Dataset, pre: images.Preprocessing, settings: Settings) -> str:
+    """What backbone features depend on: the weights (by SHA-256), the data, the preprocessing."""
+    record = weights.store(settings).record(registry.get(tag).name)
+    parts = [tag, record.sha256 if record else "unstored", dataset.fingerprint, repr(pre), torch.__version__]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _features(model: heads.Transfer, pixels: tuple[torch.Tensor, ...], key: str, device: torch.device,
+              batch: int, settings: Settings, write: bool = True) -> tuple[tuple[torch.Tensor, ...], float, bool]:
+    """(train features, labels, val features, labels), seconds spent, whether the cache had them."""
+    path = settings.weights_dir / ".cache" / "features" / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return (t["train"], pixels[1], t["val"], pixels[3]), 0.0, True
+        except Exception:  # a damaged cache entry: compute again and replace it
+            path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    backbone = model.backbone.eval()
+    feats = [predict(backbone, x, batch, device) for x in (pixels[0], pixels[2])]
+    if write:  # under torchrun only the main process writes the cache
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_atomic({"train": feats[0], "val": feats[1]}, path, {"format": "pt"})
+    return (feats[0], pixels[1], feats[1], pixels[3]), time.perf_counter() - t0, False
+
+
+def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = None, *, size: int | None = None,
+          device: str | torch.device | None = None, callback: Callback | None = None,
+          cancel: threading.Event | None = None, settings: Settings | None = None) -> Result:
+    """Train one (tag, strategy) on `dataset` and store the run.
+
+    Raises:
+        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, ZooError (out of memory).
+    """
+    settings = settings or get_settings()
+    config = config or FitConfig()
+    entry = registry.get(tag)
+    if config.lr is None:
+        config = dataclasses.replace(config, lr=heads.DEFAULT_LR[heads.check(strategy)])
+    world = distributed.init(device)
+    dev = models.resolve_device(distributed.device_for(world, device) or settings.device)
+    torch.manual_seed(config.seed)
+    model = heads.Transfer(models.create_model(entry.name, device=dev, settings=settings), strategy,
+                           len(dataset.classes)).to(dev)
+    pre = _pre(entry.name, size)
+    t0 = time.perf_counter()
+    pixels = _pixels(dataset, pre)
+    if strategy in heads.FROZEN_BACKBONE:
+        data, feature_s, cached = _features(model, pixels, feature_key(entry.name, dataset, pre, settings), dev,
+                                            config.batch_size * 2, settings, write=world.is_main)
+        target = model.head
+    else:
+        data, feature_s, cached, target = pixels, time.perf_counter() - t0, False, model
+    history = _fit_with_retry(target, model, data, config, dev, callback, cancel, world)
+    logits = predict(target, data[2], config.batch_size * 2, dev)
+    scores = score(logits, data[3], len(dataset.classes))
+    run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{entry.name}-{strategy}-{uuid.uuid4().hex[:6]}"
+    result = Result(run_id, entry.name, strategy, dataset.classes, scores, history, model.trainable_params(),
+                    history.seconds, feature_s, cached, pre.size)
+    record = {**result.row(), "id": run_id, "tag": entry.name, "classes": dataset.classes, "dataset": dataset.name,
+              "dataset_fingerprint": dataset.fingerprint, "config": dataclasses.asdict(config),
+              "preprocessing": dataclasses.asdict(pre), "history": history.epochs, "confusion": scores.confusion,
+              "per_class_acc": scores.per_class, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+              "skipped": dataset.skipped}
+    if world.is_main:
+        runs.save(run_id, record, model, settings)
+    return result
+
+
+def _fit_with_retry(target, model, data, config: FitConfig, dev: torch.device, callback, cancel,
+                    world: distributed.World) -> History:
+    """`fit`; on CUDA out of memory, once more at half the batch size, then a clear error."""
+    groups = (model.param_groups(config.lr, config.backbone_lr_scale) if target is model
+              else [{"params": list(target.parameters()), "lr": config.lr}])
+    try:
+        return fit(target, groups, data, config, device=dev, callback=callback, cancel=cancel, world=world)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+    smaller = dataclasses.replace(config, batch_size=max(1, config.batch_size // 2))
+    try:
+        return fit(target, groups, data, smaller, device=dev, callback=callback, cancel=cancel, world=world)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise ZooError(f"Out of GPU memory at batch size {config.batch_size} and again at {smaller.batch_size}: "
+                       "use a smaller --batch-size or --size, or a lighter strategy.") from None
+
+
+def grid(dataset: Dataset, tags: list[str], strategies: list[str], config: FitConfig | None = None,
+         **kwargs: Any) -> list[Result]:
+    """Every (tag, strategy) pair, tags outermost (so a tag's cached features serve all its frozen heads)."""
+    return [train(dataset, t, s, config, **kwargs) for t in tags for s in strategies]
+
+
+def folder_of(result: Result, settings: Settings | None = None) -> Path:
+    return runs.folder(result.run_id, settings)
