@@ -244,3 +244,65 @@ def test_torchrun_on_two_cpu_processes_matches_one_process(stored, tmp_path):
     single, ddp = json.loads(one.stdout)["runs"][0], json.loads(two.stdout)["runs"][0]
     assert single["val_top1"] > 50 and abs(single["val_top1"] - ddp["val_top1"]) <= 3.0
     assert len(runs.list_runs()) == 2  # one stored run per command: only the main process writes
+
+
+def test_cli_trains_lists_and_deletes_runs(stored, capsys):
+    from zoo.cli import main
+
+    assert main(["train", "--data", "digits", "--models", TAG, "--heads", "linear,mlp", "--epochs", "2",
+                 "--size", "32", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["strategy"] for r in out["runs"]] == ["linear", "mlp"] and out["classes"] == [str(d) for d in range(10)]
+    assert out["runs"][1]["features_s"] == 0.0  # the mlp reused the linear probe's cached features
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {r["id"] for r in listed} == {r["run"] for r in out["runs"]}
+    assert main(["runs", "--rm", out["runs"][0]["run"]]) == 0 and len(runs.list_runs()) == 1
+    assert main(["train", "--data", "digits", "--models", TAG, "--heads", "nonsense"]) == 2
+    assert "Unknown head strategy" in capsys.readouterr().err
+
+
+def test_a_cancelled_run_stops_and_leaves_the_model_as_it_was():
+    import threading
+
+    from zoo.transfer.fit import Cancelled
+
+    model = _tiny("full")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cancel = threading.Event()
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 3, (32,))
+    steps = []
+
+    def on_step(report):
+        steps.append(report)
+        if report.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        fit(model, model.param_groups(0.05, 0.1), (x, y, x[:4], y[:4]), FitConfig(epochs=3, batch_size=8, lr=0.05),
+            device=torch.device("cpu"), callback=on_step, cancel=cancel)
+    assert len(steps) == 2 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_out_of_memory_retries_once_at_half_the_batch_then_says_what_to_do(monkeypatch):
+    from zoo.errors import ZooError
+
+    seen = []
+
+    def fake_fit(target, groups, data, config, **kwargs):  # what torch raises when CUDA runs out of memory
+        seen.append(config.batch_size)
+        if len(seen) < limit:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return "trained"
+
+    monkeypatch.setattr(lab, "fit", fake_fit)
+    model = _tiny("linear")
+    limit = 2
+    assert lab._fit_with_retry(model.head, model, None, FitConfig(batch_size=64, lr=0.1), torch.device("cpu"),
+                               None, None, lab.distributed.World()) == "trained"
+    assert seen == [64, 32]
+    seen.clear()
+    limit = 3
+    with pytest.raises(ZooError, match="Out of GPU memory at batch size 64 and again at 32"):
+        lab._fit_with_retry(model.head, model, None, FitConfig(batch_size=64, lr=0.1), torch.device("cpu"),
+                            None, None, lab.distributed.World())

@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.conftest import LIVE_TAGS
-from zoo import accel, apidoc, arch_views, architecture, compare, inference, registry, ui, views, weights
+from zoo import accel, apidoc, arch_views, architecture, compare, inference, registry, ui, ui_transfer, views, weights
 from zoo.errors import WeightsUnavailableError
 from zoo.settings import REPO_ROOT
 
@@ -146,7 +146,7 @@ def client(live_zoo):
 def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_hub, tmp_path):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     expected = {"/classify", "/explain", "/model_card", "/compare", "/evaluate", "/architecture", "/catalog",
-                "/zoo_card", "/fetch", "/status"}
+                "/zoo_card", "/fetch", "/status", "/train", "/runs", "/delete_run", "/model_choices"}
     assert named == expected
     cat = handle_file(str(CAT))
     tag = LIVE_TAGS[0]
@@ -192,6 +192,28 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     card, catalog = client.predict(missing.name, api_name="/fetch")
     assert weights.where(missing) == "store" and "weight store" in card
     assert next(r for r in catalog["data"] if r[0] == missing.name)[-1] == "store"
+
+    choices = client.predict(api_name="/model_choices")["choices"]
+    assert [list(c) for c in views.model_choices()] == choices  # no runs yet
+
+    # the transfer lab: train on the built-in digits, then use, inspect and delete the run
+    status, curves, grid, trade, confusion, per_class, stored, picker = client.predict(
+        ui_transfer.DIGITS, None, [tag], ["linear"], 2, 32, api_name="/train")
+    assert "10 classes, 1438 training and 359 validation images" in status and "Best:" in status
+    assert [r[:2] for r in grid["data"]] == [[tag, "linear"]] and len(curves["value"]["data"]) == 2  # 2 epochs
+    assert [row[2] for row in trade["data"]] == ["linear"]
+    run_id = grid["data"][0][-1]
+    assert stored["data"][0][0] == run_id and [row[0] for row in per_class["data"]] == [str(d) for d in range(10)]
+    assert len(confusion["data"]) == 10 and sum(sum(row[1:]) for row in confusion["data"]) == 359
+    assert any(value == run_id for _, value in picker["choices"])
+    label, timing = client.predict(cat, run_id, api_name="/classify")
+    assert {c["label"] for c in label["confidences"]} <= {str(d) for d in range(10)} and "fine-tuned" in timing
+    assert "Fine-tuned from" in client.predict(run_id, api_name="/model_card")
+    assert client.predict(api_name="/runs")["data"][0][0] == run_id
+    _, _, removed = client.predict(run_id, api_name="/delete_run")
+    assert run_id in removed and client.predict(api_name="/runs")["data"] == []
+    with pytest.raises(AppError, match="No stored run"):
+        client.predict(run_id, api_name="/delete_run")
 
     banner, guide = client.predict(api_name="/status")
     assert "resnet50.a1_in1k" in banner and "python -m zoo fetch" in banner

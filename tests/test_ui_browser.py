@@ -76,7 +76,7 @@ def test_classify_in_a_browser_and_every_tab_renders(live_zoo, page):
         "Compare depths": ("#compare-run", "Compare"),
         "Architecture": ("#stage-table", "conv5_x"),
         "Model zoo": ("#zoo-table", "resnet50.a1_in1k"),
-        "Transfer lab": ("text=Transfer lab: coming", "linear probe"),
+        "Transfer lab": ("#lab-train", "Train and compare"),
         "API": ("#api-doc", "client.predict"),
     }
     for tab, (selector, text) in checks.items():

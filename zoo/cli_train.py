@@ -63,6 +63,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from zoo.cli import _table
+    from zoo.transfer import runs
+
+    if args.rm:
+        for run_id in args.rm:
+            print(f"{'deleted' if runs.delete(run_id) else 'no such run'}: {run_id}")
+        return 0
+    stored = runs.list_runs()
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("id", "tag", "strategy", "dataset", "classes", "val_top1", "macro_f1",
+                                              "sha256", "created")} for r in stored], indent=1))
+        return 0
+    print(_table(["run", "model", "strategy", "dataset", "classes", "val top-1", "macro-F1"],
+                 [[r["id"], r["tag"], r["strategy"], r["dataset"], str(len(r["classes"])), f"{r['val_top1']:.2f}",
+                   f"{r['macro_f1']:.2f}"] for r in stored], right={4, 5, 6}))
+    return 0
+
+
 def add_commands(sub) -> None:
     from zoo.transfer.heads import STRATEGIES
 
@@ -82,3 +101,8 @@ def add_commands(sub) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: ZOO_DEVICE)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="list stored transfer runs, or delete them with --rm")
+    p.add_argument("--rm", nargs="+", metavar="RUN", help="delete these runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_runs)

@@ -10,9 +10,24 @@ from typing import Any
 
 import gradio as gr
 
-from zoo import accel, apidoc, arch_views, architecture, compare, evaluate, explain, inference, registry, views, weights
+from zoo import (
+    accel,
+    apidoc,
+    arch_views,
+    architecture,
+    compare,
+    evaluate,
+    explain,
+    inference,
+    registry,
+    ui_transfer,
+    views,
+    views_transfer,
+    weights,
+)
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.settings import REPO_ROOT, Settings, get_settings
+from zoo.transfer import runs, serve
 
 log = logging.getLogger(__name__)
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
@@ -20,15 +35,7 @@ IMAGE_SOURCES = ["upload", "clipboard", "webcam"]
 INTRO = ("# ResNet Zoo\nClassify images with every ResNet and ResNeXt in timm, compare depths on the same image, "
          "and see the architecture computed from the real models. Residual blocks learn F(x) = H(x) − x and "
          "output ReLU(F(x) + x), so depth helps instead of hurting.")
-TRANSFER_LAB = """### Transfer lab: coming with the transfer-learning issue
-Here you will train new heads on your own labelled images (or the built-in handwritten digits) and compare,
-side by side and across depths, the three usual ways to reuse an ImageNet ResNet:
 
-1. add a new fully connected layer and train only it (a *linear probe*: the backbone stays frozen);
-2. train only the last layers (conv5_x and the head);
-3. fine-tune all layers from the loaded weights.
-
-Each starts by replacing the final 1000-class FC layer with one for your classes."""
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -79,7 +86,10 @@ def _ready(names: Iterable[str], progress: gr.Progress) -> None:
 @user_errors
 @accel.gpu
 def classify(image: str | None, model: str, progress: gr.Progress = gr.Progress()) -> tuple[dict[str, float], str]:
-    """Top-5 ImageNet classes of one image and the forward pass's latency."""
+    """Top-5 classes of one image (ImageNet, or a fine-tuned run's own) and the forward pass's latency."""
+    if runs.exists(model):
+        pred = serve.classify(_image(image), model)
+        return dict(pred.top), f"**{pred.latency_ms:.1f} ms** forward pass on {pred.device} (fine-tuned run)."
     _ready([model], progress)
     pred = inference.classify([_image(image)], model)[0][0]
     return views.top_label(pred), views.latency(pred)
@@ -88,7 +98,9 @@ def classify(image: str | None, model: str, progress: gr.Progress = gr.Progress(
 @user_errors
 @accel.gpu
 def explain_image(image: str | None, model: str) -> tuple[Any, list, str]:
-    """Grad-CAM overlay for the top class and the strongest channels of each stage."""
+    """Grad-CAM overlay for the top class and the strongest channels of each stage (ImageNet tags)."""
+    if runs.exists(model):
+        return None, [], "Grad-CAM and stage maps are drawn for the ImageNet tags; this is a fine-tuned run."
     exp = explain.explain(_image(image), model)
     gallery = [(explain.sheet(st, tile=96, columns=4),
                 f"{st.stage} ({st.module}): {st.shape[0]} channels at {st.shape[1]}x{st.shape[2]}; "
@@ -100,7 +112,9 @@ def explain_image(image: str | None, model: str) -> tuple[Any, list, str]:
 
 @user_errors
 def model_card(model: str) -> str:
-    """A tag's card: size, cost, published accuracy, license, preprocessing, where its weights are."""
+    """A tag's card (size, cost, published accuracy, license, preprocessing, its weights), or a run's."""
+    if runs.exists(model):
+        return views_transfer.run_card(runs.get(model))
     return views.card(registry.get(model))
 
 
@@ -139,6 +153,11 @@ def architecture_view(archs: list[str] | None, resolution: float) -> tuple[Any, 
     return (arch_views.stage_table(described), drawings,
             "\n\n".join(arch_views.shortcut_facts(a) for a in described),
             arch_views.resnext_facts(described))
+
+
+def model_choices() -> Any:
+    """The Classify tab's models: ImageNet tags, then the fine-tuned runs stored here."""
+    return gr.update(choices=ui_transfer.picker_choices())
 
 
 @user_errors
@@ -248,7 +267,7 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                     fetch = gr.Button("Fetch weights", scale=1)
                 zoo_card_md = gr.Markdown(label="Model card")
             with gr.Tab("Transfer lab", id="transfer"):
-                gr.Markdown(TRANSFER_LAB)
+                stored_runs = ui_transfer.build_tab(model, settings)
             with gr.Tab("API", id="api"):
                 api_doc = gr.Markdown(label="API guide", elem_id="api-doc")
 
@@ -262,6 +281,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
         gr.on([demo.load, archs.change, resolution.release], architecture_view, [archs, resolution],
               [stage_table, drawings, shortcuts, groups], api_name="architecture", queue=False)
         demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
+        demo.load(user_errors(ui_transfer.stored_runs), None, stored_runs, api_name="runs", queue=False)
+        demo.load(user_errors(model_choices), None, model, api_name="model_choices", queue=False)
         zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
         picked.change(zoo_card, picked, zoo_card_md, api_name="zoo_card", queue=False)
         fetch.click(fetch_weights, picked, [zoo_card_md, zoo_table], api_name="fetch", concurrency_id="fetch",

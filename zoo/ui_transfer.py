@@ -1,0 +1,185 @@
+"""The Transfer lab tab: pick data, tags and strategies; train with live curves; compare; keep or delete
+runs. Wiring only: training runs in `zoo.transfer.lab` on a worker thread that reports through a queue."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from zoo import accel, views, views_transfer
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.settings import Settings
+from zoo.transfer import data, lab, runs, serve
+from zoo.transfer.fit import FitConfig
+
+DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
+UPLOAD = "My zip of class folders"
+STRATEGY_LABELS = [("Linear probe: new FC only", "linear"), ("MLP head: hidden layer + dropout", "mlp"),
+                   ("Last stage: conv5_x + new FC", "last-stage"), ("Full fine-tune: every layer", "full")]
+INTRO = """Reuse an ImageNet ResNet on your own classes and compare the usual ways side by side: each replaces
+the final 1000-class FC layer with one for your classes, then trains **only that layer** (linear probe, or a
+small MLP head), **the last stage and the head**, or **every layer** (the backbone at a tenth of the head's
+learning rate). Frozen backbones run once per dataset: their features are cached, so later epochs and
+repeated runs cost almost nothing. Runs are kept under `weights/runs/` and appear in Classify and the API."""
+
+
+PALETTE = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
+
+
+def _lines(curves: list[dict]) -> Any:
+    """The curves, with a colour per run present: a new colour map makes the browser redraw the chart with
+    the new series (a data update alone keeps the legend of the first draw)."""
+    frame = pd.DataFrame(curves, columns=["epoch", "val accuracy", "train accuracy", "run"])
+    names = list(dict.fromkeys(frame["run"]))
+    return gr.update(value=frame, color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
+
+
+def train_lab(source: str, upload: str | None, tags: list[str] | None, strategies: list[str] | None,
+              epochs: float, size: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+    """Train every (tag, strategy) on the data, streaming curves; the last update has the comparison."""
+    try:
+        if not tags or not strategies:
+            raise InvalidArgumentError("Pick at least one model and one strategy.")
+        if source == UPLOAD and not upload:
+            raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
+        events: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        config = FitConfig(epochs=int(epochs))
+        worker = threading.Thread(target=_work, args=(events, cancel, source, upload, tags, strategies, config,
+                                                      int(size) or None), name="zoo-transfer", daemon=True)
+        worker.start()
+        yield from _relay(events, cancel, progress)
+    except ZooError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+def _work(events, cancel, source, upload, tags, strategies, config, size) -> None:
+    try:
+        with data.job_folder() as job:
+            dataset = data.load(data.DIGITS if source == DIGITS else upload, job)
+            events.put(("dataset", dataset))
+            for tag in tags:
+                for strategy in strategies:
+                    def report(r, tag=tag, strategy=strategy):
+                        events.put(("report", (tag, strategy, r)))
+
+                    events.put(("result", lab.train(dataset, tag, strategy, config, size=size, callback=report,
+                                                    cancel=cancel)))
+    except BaseException as exc:  # reported to the page; the app keeps serving
+        events.put(("error", exc))
+    finally:
+        events.put(("done", None))
+
+
+def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) -> Iterator[tuple]:
+    curves: list[dict] = []
+    results: list[lab.Result] = []
+    status = "Preparing the data…"
+    try:
+        while True:
+            kind, payload = events.get()
+            if kind == "dataset":
+                skipped = f" {len(payload.skipped)} unreadable file(s) skipped." if payload.skipped else ""
+                status = (f"**{payload.name}**: {len(payload.classes)} classes, {len(payload.train)} training and "
+                          f"{len(payload.val)} validation images.{skipped}")
+            elif kind == "report":
+                tag, strategy, rep = payload
+                progress((rep.step, rep.steps), desc=f"{tag} · {strategy}: epoch {rep.epoch}/{rep.epochs}, "
+                                                     f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
+                if rep.kind != "epoch":
+                    continue
+                curves.append(views_transfer.curve_row(tag, strategy, rep))
+            elif kind == "result":
+                results.append(payload)
+            elif kind == "error":
+                if isinstance(payload, ZooError):
+                    raise payload
+                raise gr.Error(f"Training failed ({type(payload).__name__}: {str(payload)[:200]}); the app is "
+                               "still running.", print_exception=False)
+            elif kind == "done":
+                break
+            yield _outputs(status, curves, results, final=False)
+        yield _outputs(status, curves, results, final=True)
+    finally:
+        cancel.set()  # the page left or Cancel was pressed: the worker stops at its next step
+
+
+def _outputs(status: str, curves: list[dict], results: list[lab.Result], final: bool) -> tuple:
+    grid = views_transfer.grid(results)
+    if not final or not results:
+        return status, _lines(curves), grid, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    best = max(results, key=lambda r: r.scores.top1)
+    done = f"{status}\n\nBest: **{best.tag} · {best.strategy}**, {100 * best.scores.top1:.1f}% validation top-1."
+    return (done, _lines(curves), grid, views_transfer.tradeoff(results), views_transfer.confusion(best),
+            views_transfer.per_class(best), views_transfer.stored(), gr.update(choices=picker_choices()))
+
+
+def picker_choices() -> list[tuple[str, str]]:
+    """The Classify tab's models: every ImageNet tag, then the stored fine-tuned runs."""
+    return views.model_choices() + views_transfer.run_choices()
+
+
+def stored_runs() -> Any:
+    """Every stored transfer run, newest first."""
+    return views_transfer.stored()
+
+
+def delete_run(run_id: str) -> tuple[Any, Any, str]:
+    """Delete a stored run (its model file and record)."""
+    run_id = (run_id or "").strip()
+    if not run_id or not runs.exists(run_id):
+        raise gr.Error(f"No stored run {run_id!r}; pick one from the table.", print_exception=False)
+    runs.delete(run_id)
+    serve.forget(run_id)
+    return views_transfer.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
+
+
+def pick_run(evt: gr.SelectData) -> str:
+    return str(evt.row_value[0])
+
+
+def build_tab(classify_model: gr.Dropdown, settings: Settings) -> gr.Dataframe:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the stored-runs table."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column():
+            source = gr.Radio([DIGITS, UPLOAD], value=DIGITS, label="Data")
+            upload = gr.File(file_types=[".zip"], label="Zip of class folders (one folder per class)")
+            tags = gr.Dropdown(views.model_choices(), value=["resnet18.a1_in1k"], multiselect=True,
+                               allow_custom_value=True, label="Start from", elem_id="lab-models")
+            strategies = gr.CheckboxGroup(STRATEGY_LABELS, value=["linear", "full"], label="Strategies")
+            with gr.Row():
+                epochs = gr.Slider(1, 30, value=5, step=1, label="Epochs (early stopping on validation loss)")
+                size = gr.Slider(0, 320, value=64, step=32,
+                                 label="Input size in px (0: the tag's own; small is fast for small images)")
+            with gr.Row():
+                go = gr.Button("Train and compare", variant="primary", elem_id="lab-train")
+                stop = gr.Button("Cancel", variant="stop")
+        with gr.Column():
+            status = gr.Markdown(label="Status", elem_id="lab-status")
+            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch")
+            trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
+                                   label="Validation top-1 against training time")
+    grid = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
+    with gr.Row():
+        confusion = gr.Dataframe(label="Confusion matrix of the best run (rows: true class)", interactive=False)
+        per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run")
+    with gr.Accordion("Stored runs", open=False):
+        stored = gr.Dataframe(interactive=False, label="Click a row to pick it")
+        with gr.Row():
+            chosen = gr.Textbox(label="Run", scale=3)
+            remove = gr.Button("Delete run", variant="stop", scale=1)
+        removed = gr.Markdown()
+
+    train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
+                           [status, curves, grid, trade, confusion, per_class, stored, classify_model],
+                           api_name="train", concurrency_id="heavy", concurrency_limit=1)
+    stop.click(None, None, None, cancels=[train_event], api_name="cancel_training", api_visibility="private")
+    stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
+    remove.click(delete_run, chosen, [stored, classify_model, removed], api_name="delete_run")
+    return stored
