@@ -267,7 +267,7 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                     fetch = gr.Button("Fetch weights", scale=1)
                 zoo_card_md = gr.Markdown(label="Model card")
             with gr.Tab("Transfer lab", id="transfer"):
-                stored_runs = ui_transfer.build_tab(model, settings)
+                stored_runs = ui_transfer.build_tab(model)
             with gr.Tab("API", id="api"):
                 api_doc = gr.Markdown(label="API guide", elem_id="api-doc")
 

@@ -13,7 +13,6 @@ import pandas as pd
 
 from zoo import accel, views, views_transfer
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.settings import Settings
 from zoo.transfer import data, lab, runs, serve
 from zoo.transfer.fit import FitConfig
 
@@ -143,7 +142,7 @@ def pick_run(evt: gr.SelectData) -> str:
     return str(evt.row_value[0])
 
 
-def build_tab(classify_model: gr.Dropdown, settings: Settings) -> gr.Dataframe:
+def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
     """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the stored-runs table."""
     gr.Markdown(INTRO)
     with gr.Row():

@@ -74,11 +74,8 @@ class Transfer(nn.Module):
             m.eval()
         return self
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)  # with no classifier, timm returns forward_head(pre_logits=True)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.backbone(x))  # with no classifier, timm's forward gives the pooled features
 
     def param_groups(self, lr: float, backbone_lr_scale: float) -> list[dict]:
         """The optimizer's groups: the head at `lr`, trained backbone parameters at `lr * backbone_lr_scale`."""

@@ -10,7 +10,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,7 +151,3 @@ def grid(dataset: Dataset, tags: list[str], strategies: list[str], config: FitCo
          **kwargs: Any) -> list[Result]:
     """Every (tag, strategy) pair, tags outermost (so a tag's cached features serve all its frozen heads)."""
     return [train(dataset, t, s, config, **kwargs) for t in tags for s in strategies]
-
-
-def folder_of(result: Result, settings: Settings | None = None) -> Path:
-    return runs.folder(result.run_id, settings)
