@@ -109,11 +109,11 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
     facts = entry.to_dict()
     facts.pop("name")
     stored = stored_file(entry.name, settings)
+    pre = images.preprocessing(entry)
     return {
         **summary(entry, settings),
         "facts": facts,
-        "preprocessing": {**images.preprocessing(entry).__dict__, "resize": images.preprocessing(entry).resize,
-                          "description": images.preprocessing(entry).describe()},
+        "preprocessing": {**pre.__dict__, "resize": pre.resize, "description": pre.describe()},
         "weights": {
             "local": stored is not None, "sha256": stored.sha256 if stored else None,
             "size": stored.size if stored else None, "filename": stored.filename if stored else None,

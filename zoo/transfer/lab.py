@@ -52,12 +52,14 @@ def _pre(tag: str, size: int | None) -> images.Preprocessing:
     return dataclasses.replace(pre, size=size) if size else pre
 
 
-def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, ...]:
-    def stack(examples):
-        return torch.stack([images.preprocess(pre, ex.image) for ex in examples])
+def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train and validation images as model inputs."""
+    splits = (dataset.train, dataset.val)
+    return tuple(torch.stack([images.preprocess(pre, ex.image) for ex in split]) for split in splits)
 
-    labels = [torch.tensor([ex.label for ex in split]) for split in (dataset.train, dataset.val)]
-    return stack(dataset.train), labels[0], stack(dataset.val), labels[1]
+
+def _labels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.tensor([ex.label for ex in split]) for split in (dataset.train, dataset.val))
 
 
 def feature_key(tag: str, dataset: Dataset, pre: images.Preprocessing, settings: Settings) -> str:
@@ -67,23 +69,26 @@ def feature_key(tag: str, dataset: Dataset, pre: images.Preprocessing, settings:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def _features(model: heads.Transfer, pixels: tuple[torch.Tensor, ...], key: str, device: torch.device,
+def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing, key: str, device: torch.device,
               batch: int, settings: Settings, write: bool = True) -> tuple[tuple[torch.Tensor, ...], float, bool]:
-    """(train features, labels, val features, labels), seconds spent, whether the cache had them."""
+    """(train features, labels, val features, labels), seconds spent, whether the cache had them.
+
+    With the cache warm, no image is even preprocessed."""
+    y_train, y_val = _labels(dataset)
     path = settings.weights_dir / ".cache" / "features" / f"{key}.safetensors"
     if path.is_file():
         try:
             t = load_file(str(path))
-            return (t["train"], pixels[1], t["val"], pixels[3]), 0.0, True
+            return (t["train"], y_train, t["val"], y_val), 0.0, True
         except Exception:  # a damaged cache entry: compute again and replace it
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     backbone = model.backbone.eval()
-    feats = [predict(backbone, x, batch, device) for x in (pixels[0], pixels[2])]
+    feats = [predict(backbone, x, batch, device) for x in _pixels(dataset, pre)]
     if write:  # under torchrun only the main process writes the cache
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save_atomic({"train": feats[0], "val": feats[1]}, path, {"format": "pt"})
-    return (feats[0], pixels[1], feats[1], pixels[3]), time.perf_counter() - t0, False
+    return (feats[0], y_train, feats[1], y_val), time.perf_counter() - t0, False
 
 
 def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = None, *, size: int | None = None,
@@ -105,14 +110,14 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     model = heads.Transfer(models.create_model(entry.name, device=dev, settings=settings), strategy,
                            len(dataset.classes)).to(dev)
     pre = _pre(entry.name, size)
-    t0 = time.perf_counter()
-    pixels = _pixels(dataset, pre)
     if strategy in heads.FROZEN_BACKBONE:
-        data, feature_s, cached = _features(model, pixels, feature_key(entry.name, dataset, pre, settings), dev,
+        data, feature_s, cached = _features(model, dataset, pre, feature_key(entry.name, dataset, pre, settings), dev,
                                             config.batch_size * 2, settings, write=world.is_main)
         target = model.head
     else:
-        data, feature_s, cached, target = pixels, time.perf_counter() - t0, False, model
+        t0 = time.perf_counter()
+        (x_train, x_val), (y_train, y_val) = _pixels(dataset, pre), _labels(dataset)
+        data, feature_s, cached, target = (x_train, y_train, x_val, y_val), time.perf_counter() - t0, False, model
     history = _fit_with_retry(target, model, data, config, dev, callback, cancel, world)
     logits = predict(target, data[2], config.batch_size * 2, dev)
     scores = score(logits, data[3], len(dataset.classes))
