@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -39,3 +40,10 @@ def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import Target
+from bench import Target, free_port
 
 ROUNDS = 7
 TAG = "resnet50.a1_in1k"
@@ -37,12 +36,6 @@ http {{
     }}
 }}
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
@@ -85,7 +78,7 @@ def run() -> list[Target]:
     os.link(src, root / "www" / "model.safetensors")
     size = src.stat().st_size
 
-    zoo_port, nginx_port = _port(), _port()
+    zoo_port, nginx_port = free_port(), free_port()
     (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=nginx_port))
     procs = [
         subprocess.Popen([sys.executable, "app.py"], cwd=Path(__file__).resolve().parent.parent,

@@ -20,20 +20,16 @@ from pathlib import Path
 
 import httpx
 
-from bench import Target
+from bench import Target, free_port
 
 ROUNDS = 25
 TARGET_MS = 60.0
 
 
 def _serve(app):
-    import socket
-
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 60

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import build_app
+from tests.liveserver import free_port
 from zoo.settings import REPO_ROOT
 
 
@@ -27,11 +27,6 @@ def test_rest_routes_and_the_gradio_ui_share_one_app():
         info = client.get("/gradio_api/info").json()
         assert {"/classify", "/compare", "/architecture"} <= set(info["named_endpoints"])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

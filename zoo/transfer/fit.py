@@ -117,6 +117,10 @@ def fit(model: nn.Module, groups: list[dict], data: tuple[torch.Tensor, ...], co
     best_state, best_loss = start_state, math.inf
     history = History(batch_size=config.batch_size)
     step, seen, t0 = 0, 0, time.perf_counter()
+
+    def rate() -> float:  # images per second, all processes together
+        return seen * world.size / (time.perf_counter() - t0)
+
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -138,10 +142,10 @@ def fit(model: nn.Module, groups: list[dict], data: tuple[torch.Tensor, ...], co
                 seen += len(idx)
                 epoch_loss += float(loss.detach()) * len(idx)
                 hits += float((logits.argmax(1) == yb).sum())
-                rate = seen * world.size / (time.perf_counter() - t0)  # all processes together
                 if callback:
-                    callback(Report("step", epoch, config.epochs, step, total, float(loss.detach()), images_per_s=rate,
-                                    eta_s=(total - step) * config.batch_size / rate))
+                    speed = rate()
+                    callback(Report("step", epoch, config.epochs, step, total, float(loss.detach()), images_per_s=speed,
+                                    eta_s=(total - step) * config.batch_size / speed))
             val_logits = predict(model, x_val, config.batch_size * 2, device)
             val_loss = float(loss_fn(val_logits, y_val))
             row = {"epoch": epoch, "loss": epoch_loss / len(perm), "train_acc": hits / len(perm),
@@ -152,9 +156,9 @@ def fit(model: nn.Module, groups: list[dict], data: tuple[torch.Tensor, ...], co
                 best_loss, history.best_epoch = val_loss, epoch
                 best_state = copy.deepcopy(model.state_dict())
             if callback:
-                rate = seen * world.size / (time.perf_counter() - t0)
+                speed = rate()
                 callback(Report("epoch", epoch, config.epochs, step, total, row["loss"], row["train_acc"], val_loss,
-                                row["val_acc"], rate, (total - step) * config.batch_size / rate))
+                                row["val_acc"], speed, (total - step) * config.batch_size / speed))
             if epoch - history.best_epoch >= config.patience:
                 history.stopped_early = True
                 break
