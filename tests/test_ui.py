@@ -146,7 +146,8 @@ def client(live_zoo):
 def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_hub, tmp_path):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     expected = {"/classify", "/explain", "/model_card", "/compare", "/evaluate", "/architecture", "/catalog",
-                "/zoo_card", "/fetch", "/status", "/train", "/runs", "/delete_run", "/model_choices"}
+                "/zoo_card", "/fetch", "/status", "/train", "/runs", "/delete_run", "/model_choices", "/degradation",
+                "/degradation_result", "/delete_degradation", "/degradation_runs"}
     assert named == expected
     cat = handle_file(str(CAT))
     tag = LIVE_TAGS[0]
@@ -218,6 +219,31 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     banner, guide = client.predict(api_name="/status")
     assert "resnet50.a1_in1k" in banner and "python -m zoo fetch" in banner
     assert all(f'api_name="{name}"' in guide for name in expected) and live_zoo.url in guide
+
+
+@pytest.mark.slow
+def test_why_residual_trains_side_by_side_then_recalls_and_deletes_the_result(client):
+    from zoo.degradation import results
+    from zoo.ui_degradation import DATA_DIGITS
+
+    args = (DATA_DIGITS, None, [20], "A", 1, 8, False)
+    status, curves, table, responses, grads, stored, key = client.predict(*args, api_name="/degradation")
+    assert "**digits**: 1438 training and 359 validation images at 8 px" in status
+    assert "ResNet-20 ends with a" in status and "Stored as" in status
+    assert ET.fromstring(curves).tag.endswith("svg") and "plain-20" in curves and "stroke-dasharray" in curves
+    assert [row[0] for row in table["data"]] == ["plain-20", "ResNet-20"]
+    assert "Figure 7" in responses and grads.count("<svg") == 2
+    assert stored["data"][0][0] == key and results.get(key) is not None
+    again = client.predict(*args, api_name="/degradation")
+    assert "stored result" in again[0] and again[-1] == key and again[2] == table
+    assert client.predict(key, api_name="/degradation_result")[2] == table
+    assert client.predict(api_name="/degradation_runs")["data"][0][0] == key
+    remaining, removed = client.predict(key, api_name="/delete_degradation")
+    assert key in removed and remaining["data"] == [] and results.get(key) is None
+    with pytest.raises(AppError, match="Pick at least one depth"):
+        client.predict(DATA_DIGITS, None, [], "A", 1, 8, False, api_name="/degradation")
+    with pytest.raises(AppError, match="No stored experiment"):
+        client.predict(key, api_name="/delete_degradation")
 
 
 @pytest.mark.slow

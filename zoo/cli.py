@@ -1,4 +1,5 @@
-"""The command line: `python -m zoo list | info | fetch | verify | import | rm | predict | compare | eval | explain`."""
+"""The command line: `python -m zoo list | info | fetch | verify | import | rm | predict | compare | eval | explain |
+train | runs | degradation`."""
 
 from __future__ import annotations
 
@@ -278,10 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_rm)
 
-    from zoo import cli_infer, cli_train
+    from zoo import cli_degradation, cli_infer, cli_train
 
     cli_infer.add_commands(sub)
     cli_train.add_commands(sub)
+    cli_degradation.add_commands(sub)
     return parser
 
 

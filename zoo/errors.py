@@ -64,3 +64,7 @@ class InvalidImageError(ZooError, ValueError):
 
 class InvalidDatasetError(ZooError, ValueError):
     """A labelled folder or zip could not be used: unknown class folders, no images, unsafe archive."""
+
+
+class Cancelled(ZooError):
+    """A training run was cancelled; nothing it trained is kept."""

@@ -20,6 +20,7 @@ from zoo import (
     explain,
     inference,
     registry,
+    ui_degradation,
     ui_transfer,
     views,
     views_transfer,
@@ -34,7 +35,7 @@ EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
 IMAGE_SOURCES = ["upload", "clipboard", "webcam"]
 INTRO = ("# ResNet Zoo\nClassify images with every ResNet and ResNeXt in timm, compare depths on the same image, "
          "and see the architecture computed from the real models. Residual blocks learn F(x) = H(x) − x and "
-         "output ReLU(F(x) + x), so depth helps instead of hurting.")
+         "output ReLU(F(x) + x), so depth helps instead of hurting: **Why residual?** shows it happen.")
 
 
 
@@ -221,6 +222,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                     with gr.Column():
                         cam_note = gr.Markdown(label="What Grad-CAM shows")
                         stages = gr.Gallery(label="Strongest channels of each stage", columns=2, height="auto")
+            with gr.Tab("Why residual?", id="degradation"):
+                degradation_runs = ui_degradation.build_tab()
             with gr.Tab("Compare depths", id="compare"):
                 with gr.Row():
                     with gr.Column(scale=1):
@@ -282,6 +285,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
               [stage_table, drawings, shortcuts, groups], api_name="architecture", queue=False)
         demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
         demo.load(user_errors(ui_transfer.stored_runs), None, stored_runs, api_name="runs", queue=False)
+        demo.load(user_errors(ui_degradation.stored_table), None, degradation_runs, api_name="degradation_runs",
+                  queue=False)
         demo.load(user_errors(model_choices), None, model, api_name="model_choices", queue=False)
         zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
         picked.change(zoo_card, picked, zoo_card_md, api_name="zoo_card", queue=False)

@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from zoo.errors import InvalidArgumentError, ZooError
+from zoo.errors import Cancelled as Cancelled
+from zoo.errors import InvalidArgumentError
 from zoo.transfer.distributed import World, shard, wrap
 
 OPTIMIZERS = ("adamw", "sgd")
-
-
-class Cancelled(ZooError):
-    """The run was cancelled; nothing it trained is kept."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The degradation lab: the paper's CIFAR-style plain and residual networks trained side by side."""

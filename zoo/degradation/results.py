@@ -1,0 +1,125 @@
+"""Stored experiments: one JSON file per (settings, data) key under `weights/degradation/`, written
+atomically and readable by every user (0644), so a second visit with the same settings shows the result
+at once. Listed newest first and deletable."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo.degradation.experiment import Result
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.settings import Settings, get_settings
+
+KEY = re.compile(r"[0-9a-f]{24}")
+
+
+class StoreError(ZooError, OSError):
+    """A result could not be written (disk full, read-only or not permitted); the message says what to do."""
+
+
+def root(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).weights_dir / "degradation"
+
+
+def path(key: str, settings: Settings | None = None) -> Path:
+    if not KEY.fullmatch(key):
+        raise InvalidArgumentError(f"{key!r} is not an experiment key (24 hex digits; `python -m zoo degradation "
+                                   "--list` shows them).")
+    return root(settings) / f"{key}.json"
+
+
+def _why(exc: OSError, where: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device holding {where}: free some space"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where} is not writable here (read-only or not permitted): set ZOO_WEIGHTS_DIR to a writable folder"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def save(result: Result, settings: Settings | None = None) -> Path:
+    """Write the result (temp file, fsync, rename, fsync the folder); a failed write leaves nothing behind.
+
+    Raises:
+        StoreError: the store is full, read-only or not permitted.
+    """
+    out = path(result.key, settings)
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{result.key}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            json.dump(_finite(result.to_dict()), f, separators=(",", ":"), allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+        tmp = None
+        dirfd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as exc:
+        raise StoreError(f"The experiment's result was not stored: {_why(exc, out.parent)}.") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return out
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity (a diverged network's numbers): store them as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _read(p: Path) -> Result | None:
+    try:
+        result = Result.from_dict(json.loads(p.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged or foreign file: not a result
+    result.cached, result.stored = True, str(p)
+    return result
+
+
+def get(key: str, settings: Settings | None = None) -> Result | None:
+    """The stored result for `key`, or None."""
+    return _read(path(key, settings))
+
+
+def list_results(settings: Settings | None = None) -> list[Result]:
+    """Every stored result, newest first."""
+    base = root(settings)
+    found = [r for p in sorted(base.glob("*.json")) if KEY.fullmatch(p.stem) and (r := _read(p))] \
+        if base.is_dir() else []
+    return sorted(found, key=lambda r: r.created, reverse=True)
+
+
+def delete(key: str, settings: Settings | None = None) -> bool:
+    """Remove a stored result; False if there was none.
+
+    Raises:
+        StoreError: the store is read-only or not permitted.
+    """
+    p = path(key, settings)
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"Could not delete {p.name}: {_why(exc, p.parent)}.") from None
+    return True
