@@ -87,3 +87,26 @@ def test_classify_in_a_browser_and_every_tab_renders(live_zoo, page):
                                arg=[selector, text])
         page.screenshot(path=str(SHOTS / f"{tab.lower().replace(' ', '-')}.png"), full_page=True)
     assert page.outside == [], f"the page tried to reach other hosts: {page.outside}"
+
+
+def test_why_residual_draws_live_curves_then_the_results_on_desktop_and_phone(live_zoo, page):
+    SHOTS.mkdir(exist_ok=True)
+    page.goto(live_zoo.url)
+    page.get_by_role("tab", name="Why residual?").click()
+    page.locator("#deg-train").wait_for(state="visible")
+    page.get_by_label("56 layers (n=9)").uncheck()  # plain-20 and ResNet-20 only: seconds, not minutes
+    epochs = page.locator("#deg-epochs input[type=number]")
+    epochs.fill("3")
+    epochs.press("Enter")
+    page.locator("#deg-train").click()
+    page.locator("#deg-status").get_by_text("Epoch", exact=False).first.wait_for()  # live progress, in words
+    page.wait_for_function("() => document.querySelector('#deg-curves svg polyline') !== null")
+    page.screenshot(path=str(SHOTS / "why-residual-live.png"), full_page=True)
+    page.locator("#deg-status").get_by_text("ResNet-20 ends with a", exact=False).wait_for()
+    table = page.locator("#deg-table").inner_text()
+    assert "plain-20" in table and "ResNet-20" in table
+    assert page.locator("#deg-curves svg polyline[stroke-dasharray]").count() == 1  # plain drawn dashed
+    page.screenshot(path=str(SHOTS / "why-residual.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "why-residual-phone.png"), full_page=True)
+    assert page.outside == [], f"the page tried to reach other hosts: {page.outside}"

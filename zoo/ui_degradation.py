@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from zoo import accel, views_degradation
 from zoo.degradation import lab, results
@@ -127,8 +128,6 @@ def show(result: Result) -> tuple:
 
 def stored_table() -> Any:
     """Every stored experiment, newest first."""
-    import pandas as pd
-
     rows = [[r.key, r.created, r.dataset["name"], ", ".join(map(str, r.config.depths)), r.config.shortcut,
              r.config.epochs, r.config.size, r.device] for r in results.list_results()]
     return pd.DataFrame(rows, columns=["key", "created", "data", "depths", "shortcut", "epochs", "px", "device"])
@@ -169,7 +168,7 @@ def build_tab() -> gr.Dataframe:
             shortcut = gr.Radio([("A: identity, zero-padded channels", "A"), ("B: 1x1 projections", "B")],
                                 value="A", label="Shortcut where the shape changes")
             with gr.Row():
-                epochs = gr.Slider(1, 60, value=12, step=1, label="Epochs")
+                epochs = gr.Slider(1, 60, value=12, step=1, label="Epochs", elem_id="deg-epochs")
                 size = gr.Slider(8, 32, value=16, step=8, label="Input size (px)")
             retrain = gr.Checkbox(False, label="Train again even if this exact experiment is stored")
             with gr.Row():
@@ -180,11 +179,11 @@ def build_tab() -> gr.Dataframe:
             status = gr.Markdown("Press **Train side by side**: the default run takes a few minutes on a CPU; a "
                                  "stored run with the same settings appears at once.", elem_id="deg-status")
             curves = gr.HTML(elem_id="deg-curves")
-    table = gr.Dataframe(label="Final numbers (training error: mean over the last epoch)", interactive=False,
-                         wrap=True, elem_id="deg-table")
+    table = gr.Dataframe(pd.DataFrame(columns=views_degradation.TABLE_COLUMNS), wrap=True, interactive=False,
+                         label="Final numbers (training error: mean over the last epoch)", elem_id="deg-table")
     with gr.Row():
-        responses = gr.HTML(elem_id="deg-responses")
-        grads = gr.HTML(elem_id="deg-grads")
+        responses = gr.HTML(elem_id="deg-responses", min_width=340)
+        grads = gr.HTML(elem_id="deg-grads", min_width=340)
     gr.Markdown(EXPLAIN)
     with gr.Accordion("The paper's numbers", open=False):
         gr.Dataframe(views_degradation.paper_table(), interactive=False, label=views_degradation.paper.CITATION)

@@ -15,7 +15,7 @@ from zoo.degradation import paper
 from zoo.degradation.experiment import Network, Result
 
 COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"]  # by depth, shallow first
-W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 320, 56, 150, 30, 44
+W, H, LEFT, RIGHT, TOP, BOTTOM = 600, 330, 58, 118, 30, 44
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,14 @@ def _fmt(v: float) -> str:
 
 
 def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, y_range: tuple[float, float] | None = None,
-          log_y: bool = False, integer_x: bool = False) -> str:
+          x_range: tuple[float, float] | None = None, log_y: bool = False, integer_x: bool = False) -> str:
     """A line chart as standalone SVG (scales with its container; readable on a phone)."""
     pts = [(x, y) for s in series for x, y in zip(s.xs, s.ys, strict=True) if y is not None and math.isfinite(y)]
     if log_y:
         pts = [(x, y) for x, y in pts if y > 0]
     xs = [p[0] for p in pts] or [0.0, 1.0]
     ys = [p[1] for p in pts] or [0.0, 1.0]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+    x0, x1 = x_range or (min(xs), max(max(xs), min(xs) + 1))
     if log_y:
         y0, y1 = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
         y1 = y1 * 10 if y1 == y0 else y1
@@ -80,7 +80,7 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, y_r
         return TOP + (1 - f) * ph
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" '
-           f'style="max-width:{W}px;font-family:system-ui,sans-serif;font-size:12px;background:#fff">',
+           f'style="max-width:{W}px;font-family:system-ui,sans-serif;font-size:13px;background:#fff">',
            f"<title>{html.escape(title)}</title>",
            f'<text x="{LEFT}" y="18" font-size="14" font-weight="600" fill="#111">{html.escape(title)}</text>']
     yticks = [10.0 ** e for e in range(round(math.log10(y0)), round(math.log10(y1)) + 1)] if log_y \
@@ -138,10 +138,9 @@ def training_curves(names: Sequence[str], kinds: Sequence[str], depths: Sequence
         ys = [100 * v for v in smooth(list(errs), max(1, steps_per_epoch))]
         series.append(Series(name, [(i + 1) / steps_per_epoch for i in range(len(ys))], ys, _colour(depth, depths),
                              kind == "plain"))
-    if total_steps:  # fix the x axis for live drawing, so the curves grow into a still frame
-        series.append(Series("", [total_steps / steps_per_epoch], [None], "#fff", False))
-    return chart([s for s in series if s.label] or series, title=title, xlabel="epoch",
-                 ylabel="training error (%)", y_range=(0, 100))
+    end = (total_steps or max((len(e) for e in step_errors), default=1)) / steps_per_epoch
+    return chart(series, title=title, xlabel="epoch", ylabel="training error (%)", y_range=(0, 100),
+                 x_range=(0, max(end, 1 / steps_per_epoch)))  # fixed while live: the curves grow into a still frame
 
 
 def result_curves(result: Result) -> str:
@@ -219,8 +218,8 @@ def block_diagram() -> str:
     def arrow(x: float, y1: float, y2: float) -> str:
         return f'<line x1="{x}" x2="{x}" y1="{y1}" y2="{y2}" stroke="#374151" marker-end="url(#a)"/>'
 
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 440 250" width="100%" role="img" '
-             'style="max-width:440px;font-family:system-ui,sans-serif;font-size:12px;background:#fff">'
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 500 250" width="100%" role="img" '
+             'style="max-width:500px;font-family:system-ui,sans-serif;font-size:13px;background:#fff">'
              '<title>A plain block and a residual block</title><defs><marker id="a" viewBox="0 0 10 10" refX="9" '
              'refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#374151"/>'
              "</marker></defs>"]
