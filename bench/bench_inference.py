@@ -13,6 +13,7 @@ Weights are random (the Hub is out of reach here); speed does not depend on thei
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -78,6 +79,11 @@ def photo(w: int = 500, h: int = 375) -> Image.Image:
 
 
 def run() -> list[Target]:
+    absent = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if absent:
+        print(f"SKIP inference: {', '.join(absent)} not installed (pip install -r requirements.txt); the engine's "
+              "CPU fast path needs them", flush=True)
+        return []
     targets = []
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         os.environ.update(ZOO_WEIGHTS_DIR=tmp, HF_HUB_OFFLINE="1", ZOO_CPU_BACKEND="onnx")

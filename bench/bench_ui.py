@@ -11,14 +11,13 @@ Weights are random (the Hub is out of reach here); speed does not depend on thei
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-import httpx
 
 from bench import Target, free_port
 
@@ -41,6 +40,12 @@ def _serve(app):
 
 
 def run() -> list[Target]:
+    absent = [m for m in ("gradio", "gradio_client", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+    if absent:
+        print(f"SKIP ui_gradio_added_ms_resnet18: {', '.join(absent)} not installed (pip install -r requirements.txt)",
+              flush=True)
+        return []
+    import httpx
     import timm
     import torch
     from safetensors.torch import save_file

@@ -229,7 +229,7 @@ def test_why_residual_trains_side_by_side_then_recalls_and_deletes_the_result(cl
     args = (DATA_DIGITS, None, [20], "A", 1, 8, False)
     status, curves, table, responses, grads, stored, key = client.predict(*args, api_name="/degradation")
     assert "**digits**: 1438 training and 359 validation images at 8 px" in status
-    assert "ResNet-20 ends with a" in status and "Stored as" in status
+    assert "ResNet-20 ends with" in status and "Stored as" in status
     assert ET.fromstring(curves).tag.endswith("svg") and "plain-20" in curves and "stroke-dasharray" in curves
     assert [row[0] for row in table["data"]] == ["plain-20", "ResNet-20"]
     assert "Figure 7" in responses and grads.count("<svg") == 2

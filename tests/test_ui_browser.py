@@ -102,7 +102,7 @@ def test_why_residual_draws_live_curves_then_the_results_on_desktop_and_phone(li
     page.locator("#deg-status").get_by_text("Epoch", exact=False).first.wait_for()  # live progress, in words
     page.wait_for_function("() => document.querySelector('#deg-curves svg polyline') !== null")
     page.screenshot(path=str(SHOTS / "why-residual-live.png"), full_page=True)
-    page.locator("#deg-status").get_by_text("ResNet-20 ends with a", exact=False).wait_for()
+    page.locator("#deg-status").get_by_text("ResNet-20 ends with", exact=False).wait_for()
     table = page.locator("#deg-table").inner_text()
     assert "plain-20" in table and "ResNet-20" in table
     assert page.locator("#deg-curves svg polyline[stroke-dasharray]").count() == 1  # plain drawn dashed

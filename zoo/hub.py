@@ -7,13 +7,14 @@ RECHECK_S seconds instead of waiting again (no retry storm across models).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError
 from tqdm import tqdm
@@ -26,6 +27,18 @@ from zoo.settings import Settings
 HEAD_TIMEOUT_S = 3.0
 RECHECK_S = 60.0
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection-level errors of the HTTP client huggingface_hub uses: httpx2 from 2.0, httpx in 1.x."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            found.append(importlib.import_module(module).TransportError)
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
 
 
 class HubUnreachableError(WeightsUnavailableError):
@@ -130,7 +143,7 @@ def remote_file(entry: ModelEntry, settings: Settings) -> RemoteFile:
     url = hf_hub_url(entry.hf_hub_id, entry.hf_filename, revision=revision, endpoint=settings.hf_endpoint)
     try:
         meta = get_hf_file_metadata(url, timeout=HEAD_TIMEOUT_S, endpoint=settings.hf_endpoint)
-    except httpx2.TransportError as exc:
+    except TRANSPORT_ERRORS as exc:
         reachability.down(f"{type(exc).__name__}: {exc}")
         raise HubUnreachableError(f"the Hub at {settings.hf_endpoint} did not answer ({exc})") from None
     except HfHubHTTPError as exc:
@@ -161,7 +174,7 @@ def download(remote: RemoteFile, settings: Settings, progress: Progress | None =
             etag_timeout=HEAD_TIMEOUT_S,
             tqdm_class=_callback_bar(progress) if progress else None,
         )
-    except (httpx2.TransportError, HfHubHTTPError, OSError) as exc:
+    except (*TRANSPORT_ERRORS, HfHubHTTPError, OSError) as exc:
         raise HubUnreachableError(f"the download from {settings.hf_endpoint} failed ({exc})") from None
     return Path(path)
 

@@ -207,13 +207,13 @@ def transform(pre: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
     tensors, but runs on one thread: torch's parallel kernels on a 224x224 image cost more in thread
     wake-ups beside a running model than they save.
     """
-    from timm.data.transforms import MaybeToTensor
     from timm.data.transforms_factory import transforms_imagenet_eval
     from torchvision import transforms as T
 
     steps = transforms_imagenet_eval(img_size=pre.size, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
                                      interpolation=pre.interpolation, mean=pre.mean, std=pre.std).transforms
-    if not (isinstance(steps[-2], MaybeToTensor | T.ToTensor) and isinstance(steps[-1], T.Normalize)):
+    # timm >= 1.0.9 ends with its MaybeToTensor (a ToTensor subclass), earlier 1.0.x with ToTensor itself
+    if not (isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize)):
         raise RuntimeError(f"timm's eval transform changed shape: {steps}")  # caught by the equality test
     geometry = T.Compose(steps[:-2])
     mean = np.asarray(pre.mean, np.float32)[:, None, None]

@@ -179,17 +179,22 @@ def findings(result: Result) -> list[str]:
             a, b = by.get((kind, shallow)), by.get((kind, deep))
             if a is None or b is None:
                 continue
-            verb = "higher" if b.train_error > a.train_error else "lower" if b.train_error < a.train_error else "equal"
-            out.append(f"{b.name} ends with a {verb} training error than {a.name}: {100 * b.train_error:.1f}% vs "
-                       f"{100 * a.train_error:.1f}%.")
+            out.append(f"{b.name} ends with {_compared(b.train_error, a.train_error)} {a.name}: "
+                       f"{100 * b.train_error:.1f}% vs {100 * a.train_error:.1f}%.")
     for d in depths:
         p, r = by.get(("plain", d)), by.get(("residual", d))
         if p is None or r is None:
             continue
-        verb = "lower" if r.train_error < p.train_error else "higher" if r.train_error > p.train_error else "equal"
-        out.append(f"{r.name} ends with a {verb} training error than {p.name}: {100 * r.train_error:.1f}% vs "
-                   f"{100 * p.train_error:.1f}%.")
+        out.append(f"{r.name} ends with {_compared(r.train_error, p.train_error)} {p.name}: "
+                   f"{100 * r.train_error:.1f}% vs {100 * p.train_error:.1f}%.")
     return out
+
+
+def _compared(a: float, b: float) -> str:
+    """How training error a compares with b, as the findings say it (to the 0.1% they print)."""
+    if round(100 * a, 1) == round(100 * b, 1):
+        return "the same training error as"
+    return "a higher training error than" if a > b else "a lower training error than"
 
 
 def _precision(device: torch.device) -> tuple[str, Any]:

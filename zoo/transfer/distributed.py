@@ -1,5 +1,7 @@
 """Data-parallel training under `torchrun`: one process per core or GPU, gradients averaged by
-DistributedDataParallel (gloo on CPU, NCCL on GPU). A plain `python -m zoo train` is a world of one."""
+DistributedDataParallel (gloo on CPU, NCCL on GPU). A plain `python -m zoo train` is a world of one
+without a process group; under `torchrun --nproc_per_node 1` the same DDP path runs with one process,
+so a one-GPU machine exercises NCCL too."""
 
 from __future__ import annotations
 
@@ -15,20 +17,25 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: bool = False  # joined a torch.distributed process group (under torchrun, even a world of one)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.size > 1:
+        if self.group:
             dist.barrier()
+
+
+def launched() -> bool:
+    """Whether `torchrun` started this process (it sets these for `init_process_group`'s env:// rendezvous)."""
+    return all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
 def init(device: str | None) -> World:
     """Join the process group `torchrun` describes in the environment (once); a world of one otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if not launched():
         return World()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -36,14 +43,14 @@ def init(device: str | None) -> World:
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), local)
+    return World(dist.get_rank(), dist.get_world_size(), local, group=True)
 
 
 def device_for(world: World, device: str | None) -> str | None:
     """Each process's own GPU under torchrun (cuda:LOCAL_RANK); else the device asked for."""
-    if world.size > 1 and torch.cuda.is_available() and (device or "auto") != "cpu":
+    if world.group and torch.cuda.is_available() and (device or "auto") != "cpu":
         return f"cuda:{world.local_rank}"
-    return device if world.size == 1 else (device or "cpu")
+    return device if not world.group else (device or "cpu")
 
 
 def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
@@ -55,7 +62,7 @@ def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    if world.size == 1:
+    if not world.group:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
