@@ -282,3 +282,20 @@ def test_the_default_experiment_shows_the_degradation_problem():
     assert p56.train_error > p20.train_error + 0.2  # deeper plain trains worse
     assert r56.train_error < p56.train_error - 0.2  # the residual twin trains clearly better
     assert all(p56.grad_norm_init[i] > 1e-3 for i in range(len(p56.grad_norm_init)))  # nothing vanishes
+
+
+def test_a_diverging_network_is_recorded_stored_and_shown_without_breaking_anything(capsys):
+    argv = ["degradation", "--depths", "8", "--epochs", "1", "--size", "8", "--limit", "128", "--batch-size", "32",
+            "--lr", "1e20"]
+    assert cli.main(argv) == 0  # the table prints even with NaN losses
+    printed = capsys.readouterr().out
+    assert "plain-8" in printed and "ResNet-8" in printed
+    assert cli.main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert out["networks"][0]["grad_norm_trained"][0] is None
+    stored = results.list_results()[0]
+    assert any(v is None for n in stored.networks for v in n.step_loss)  # diverged: losses stored as null
+    views_degradation.table(stored)
+    ET.fromstring(views_degradation.result_curves(stored))
+    ET.fromstring(views_degradation.responses(stored))
+    ET.fromstring(views_degradation.gradients(stored, "trained"))

@@ -53,7 +53,8 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     if result.store_error:
         print(f"warning: {result.store_error}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**result.to_dict(), "cached": result.cached, "stored": result.stored}, indent=1))
+        out = {**result.to_dict(), "cached": result.cached, "stored": result.stored, "store_error": result.store_error}
+        print(json.dumps(results.json_safe(out), indent=1, allow_nan=False))  # strict JSON: NaN becomes null
         return 0
     _print(result)
     return 0

@@ -15,7 +15,7 @@ from zoo.degradation import paper
 from zoo.degradation.experiment import Network, Result
 
 COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"]  # by depth, shallow first
-W, H, LEFT, RIGHT, TOP, BOTTOM = 600, 330, 58, 118, 30, 44
+W, H, LEFT, RIGHT, TOP, BOTTOM = 620, 330, 58, 136, 30, 44
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
         if i >= window:
             total -= values[i - window]
         out.append(total / min(i + 1, window))
-    return out
+    return out  # step errors are always finite (a diverged net predicts one class: about 90% wrong)
 
 
 def _ticks(low: float, high: float, n: int = 5) -> list[float]:
@@ -63,7 +63,7 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, y_r
     if log_y:
         pts = [(x, y) for x, y in pts if y > 0]
     xs = [p[0] for p in pts] or [0.0, 1.0]
-    ys = [p[1] for p in pts] or [0.0, 1.0]
+    ys = [p[1] for p in pts] or ([1.0, 10.0] if log_y else [0.0, 1.0])  # nothing finite to draw: an empty frame
     x0, x1 = x_range or (min(xs), max(max(xs), min(xs) + 1))
     if log_y:
         y0, y1 = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
@@ -180,13 +180,25 @@ TABLE_COLUMNS = ["network", "kind", "layers", "params", "train error %", "val er
                  "grad norm, first layer (init → trained)"]
 
 
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _pct(v: float | None) -> float | str:
+    return round(100 * v, 2) if _finite(v) else "-"
+
+
+def _num(vs: Sequence[float | None]) -> str:
+    return f"{vs[0]:.3g}" if vs and _finite(vs[0]) else "-"
+
+
 def table(result: Result) -> pd.DataFrame:
     rows = []
-    for n in result.networks:
-        std = sum(n.response_std) / len(n.response_std) if n.response_std else math.nan
-        g0 = f"{n.grad_norm_init[0]:.3g} → {n.grad_norm_trained[0]:.3g}" if n.grad_norm_init else "-"
-        rows.append([n.name, n.kind, n.depth, f"{n.params:,}", round(100 * n.train_error, 2),
-                     round(100 * n.val_error, 2), round(std, 3), g0])
+    for n in result.networks:  # a diverged network's numbers are NaN (null once stored): shown as "-"
+        stds = [v for v in n.response_std if _finite(v)]
+        std = round(sum(stds) / len(stds), 3) if stds else "-"
+        g0 = f"{_num(n.grad_norm_init[:1])} → {_num(n.grad_norm_trained[:1])}" if n.grad_norm_init else "-"
+        rows.append([n.name, n.kind, n.depth, f"{n.params:,}", _pct(n.train_error), _pct(n.val_error), std, g0])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 

@@ -130,7 +130,9 @@ class Network:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Network:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields}, **data["history"])
+        kept = {k: (math.nan if v is None and k in ("train_error", "val_error") else v) for k, v in data.items()
+                if k in fields}  # NaN is stored as null
+        return cls(**kept, **data["history"])
 
 
 @dataclass

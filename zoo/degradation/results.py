@@ -57,7 +57,7 @@ def save(result: Result, settings: Settings | None = None) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{result.key}.", suffix=".tmp", dir=out.parent)
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o644)
-            json.dump(_finite(result.to_dict()), f, separators=(",", ":"), allow_nan=False)
+            json.dump(json_safe(result.to_dict()), f, separators=(",", ":"), allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -76,14 +76,14 @@ def save(result: Result, settings: Settings | None = None) -> Path:
     return out
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN or infinity (a diverged network's numbers): store them as null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
