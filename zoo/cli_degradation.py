@@ -84,9 +84,9 @@ def add_commands(sub) -> None:
     p.add_argument("--depths", type=_ints, default=(20, 56), help="6n+2 depths, comma-separated (default 20,56)")
     p.add_argument("--shortcut", default="A", choices=["A", "B", "a", "b"],
                    help="A: identity with zero-padded channels (the paper's CIFAR runs); B: projections")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--size", type=int, default=16, help="input side in px (default 16; CIFAR's own is 32)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32, help="default 32 (the paper's 128 suits 50,000 images)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="train on only the first N training images (quick runs)")
