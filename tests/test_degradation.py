@@ -152,8 +152,8 @@ def test_cancel_stops_between_steps():
 
 
 def test_settings_outside_the_range_are_refused_with_the_range():
-    with pytest.raises(InvalidArgumentError, match="1 to 4 depths"):
-        experiment.Config(depths=(8, 14, 20, 32, 44))
+    with pytest.raises(InvalidArgumentError, match="1 to 5 depths"):
+        experiment.Config(depths=(8, 14, 20, 32, 44, 56))
     with pytest.raises(InvalidArgumentError, match="outside 8-64 px"):
         experiment.Config(size=4)
     with pytest.raises(InvalidArgumentError, match="not A"):
@@ -299,3 +299,81 @@ def test_a_diverging_network_is_recorded_stored_and_shown_without_breaking_anyth
     ET.fromstring(views_degradation.result_curves(stored))
     ET.fromstring(views_degradation.responses(stored))
     ET.fromstring(views_degradation.gradients(stored, "trained"))
+
+
+def test_a_cancel_at_the_last_step_keeps_nothing():
+    import threading
+
+    stop = threading.Event()
+
+    def callback(report):
+        if report.step == report.steps:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        lab.run(dataclasses.replace(TINY, depths=(8,), epochs=1), callback=callback, cancel=stop)
+    assert results.list_results() == []
+
+
+def test_stored_files_of_the_wrong_shape_are_skipped_not_fatal(tiny_run, capsys):
+    good = results.save(tiny_run)
+    record = json.loads(good.read_text())
+    for i, damage in enumerate(({"created": 5}, {"dataset": {}}, {"networks": [{"name": 3}]}, {"config": []})):
+        (good.parent / f"{i:024x}.json").write_text(json.dumps({**record, **damage}))
+    (good.parent / ("f" * 24 + ".json")).write_text("[]")
+    assert [r.key for r in results.list_results()] == [tiny_run.key]
+    assert cli.main(["degradation", "--list"]) == 0 and tiny_run.key in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--lr", "nan"], "learning rate nan"), (["--lr", "inf"], "learning rate inf"),
+    (["--seed", str(2**70)], "seed"), (["--limit", "1"], "keep at least 2"), (["--depths", "1208"], "deepest"),
+    (["--batch-size", "1"], "batch size 1")])
+def test_cli_refuses_values_that_cannot_train(option, message, capsys):
+    assert cli.main(["degradation", "--depths", "8", *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_an_unwritable_plot_path_or_store_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    argv = ["degradation", "--depths", "8", "--epochs", "1", "--size", "8", "--limit", "64", "--batch-size", "32"]
+    assert cli.main([*argv, "--plot", str(tmp_path / "no" / "such" / "dir.svg")]) == 2
+    assert "could not write the plot" in capsys.readouterr().err
+    good = tmp_path / "two.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        for c in ("a", "b"):
+            for i in range(3):
+                z.writestr(f"{c}/{i}.png", _png(40 * i + (c == "b") * 120))
+    blocked = tmp_path / "store-is-a-file"
+    blocked.write_text("x")
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(blocked))
+    from zoo import settings
+
+    settings.get_settings.cache_clear()
+    assert cli.main([*argv, "--data", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert "error: Cannot unpack two.zip" in err and "set ZOO_WEIGHTS_DIR" in err and "Traceback" not in err
+
+
+def test_cifar10_refuses_a_tiny_limit_and_a_damaged_cached_file(local_hub):
+    with pytest.raises(InvalidArgumentError, match="keep at least 2"):
+        data.cifar10(16, limit=1)
+    local_hub.add(f"datasets/{data.CIFAR_REPO}", data.CIFAR_FILES["train"], b"PAR1 not really parquet PAR1")
+    local_hub.add(f"datasets/{data.CIFAR_REPO}", data.CIFAR_FILES["test"], _cifar_parquet(20, 2))
+    from zoo.errors import InvalidDatasetError
+
+    with pytest.raises(InvalidDatasetError, match="not a readable CIFAR-10 parquet file"):
+        data.cifar10(16)
+
+
+def test_a_closed_hub_port_fails_at_once(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    from zoo import settings
+
+    settings.get_settings.cache_clear()
+    t = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match="did not answer"):
+        data.cifar10(16)
+    assert time.perf_counter() - t < 10  # one quick question, not huggingface_hub's retries (30 s and more)

@@ -296,3 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `python -m zoo list | head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so nothing half-written is left
+        print("interrupted; nothing partial was kept", file=sys.stderr)
+        return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ def _progress(report) -> None:
         cells = "  ".join(f"{n} {100 * e:5.1f}%" for n, e in zip(report.names, report.error, strict=True))
         print(f"  epoch {report.epoch}/{report.epochs}  training error: {cells}  "
               f"({report.images_per_s:,.0f} img/s per network, ETA {report.eta_s:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -27,10 +32,16 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     from zoo.degradation.experiment import Config
 
     if args.list:
-        for r in results.list_results():
+        stored = results.list_results()
+        if args.json:
+            print(json.dumps([{"key": r.key, "created": r.created, "dataset": r.dataset["name"], "device": r.device,
+                               "config": dataclasses.asdict(r.config)} for r in stored], indent=1))
+            return 0
+        for r in stored:
             c = r.config
-            print(f"{r.key}  {r.created}  {r.dataset['name']}  depths {','.join(map(str, c.depths))}  option "
-                  f"{c.shortcut}  {c.epochs} epochs  {c.size} px  on {r.device}")
+            print(f"{r.key}  {r.created}  {r.dataset['name']} ({r.dataset['train']} images)  depths "
+                  f"{','.join(map(str, c.depths))}  option {c.shortcut}  {_n(c.epochs, 'epoch')}  {c.size} px  "
+                  f"batch {c.batch_size}  lr {c.lr:g}  seed {c.seed}  on {r.device}")
         return 0
     if args.rm:
         missing = 0
@@ -42,16 +53,22 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     config = Config(data=args.data, depths=args.depths, shortcut=args.shortcut.upper(), epochs=args.epochs,
                     size=args.size, batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit)
     if not args.json:
-        print(f"Training {', '.join(f'plain-{d} and ResNet-{d}' for d in config.depths)} on {config.data} "
-              f"({config.epochs} epochs, {config.size} px, option {config.shortcut})…", file=sys.stderr, flush=True)
+        print(f"{', '.join(f'plain-{d} and ResNet-{d}' for d in config.depths)} on {config.data} "
+              f"({_n(config.epochs, 'epoch')}, {config.size} px, option {config.shortcut}, batch {config.batch_size})",
+              file=sys.stderr, flush=True)
     result = lab.run(config, device=args.device, callback=None if args.json else _progress,
                      reuse=not args.retrain)
+    if result.store_error:
+        print(f"warning: {result.store_error}", file=sys.stderr)
     if args.plot:
         from zoo import views_degradation
 
-        args.plot.write_text(views_degradation.result_curves(result))
-    if result.store_error:
-        print(f"warning: {result.store_error}", file=sys.stderr)
+        try:
+            args.plot.write_text(views_degradation.result_curves(result))
+        except OSError as exc:
+            print(f"error: could not write the plot to {args.plot}: {exc.strerror or exc} (the result itself is "
+                  f"{'stored as ' + result.key if result.stored else 'not stored'}).", file=sys.stderr)
+            return 2
     if args.json:
         out = {**result.to_dict(), "cached": result.cached, "stored": result.stored, "store_error": result.store_error}
         print(json.dumps(results.json_safe(out), indent=1, allow_nan=False))  # strict JSON: NaN becomes null
@@ -94,6 +111,6 @@ def add_commands(sub) -> None:
     p.add_argument("--retrain", action="store_true", help="train again even if a stored result matches")
     p.add_argument("--plot", type=Path, metavar="FILE.svg", help="also write the training-error curves as SVG")
     p.add_argument("--json", action="store_true", help="print one JSON object (networks, measurements, findings)")
-    p.add_argument("--list", action="store_true", help="list the stored results")
+    p.add_argument("--list", action="store_true", help="list the stored results (with --json: as JSON)")
     p.add_argument("--rm", nargs="+", metavar="KEY", help="delete stored results")
     p.set_defaults(func=cmd_degradation)

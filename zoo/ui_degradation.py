@@ -136,7 +136,11 @@ def stored_table() -> Any:
 
 def open_stored(key: str) -> tuple:
     """Show a stored experiment."""
-    found = results.get((key or "").strip())
+    key = (key or "").strip()
+    if not results.KEY.fullmatch(key):
+        raise gr.Error("Pick a stored experiment first: open Stored experiments and click its row.",
+                       print_exception=False)
+    found = results.get(key)
     if found is None:
         raise gr.Error(f"No stored experiment {key!r}; pick one from the table.", print_exception=False)
     return show(found)
@@ -145,6 +149,9 @@ def open_stored(key: str) -> tuple:
 def delete_stored(key: str) -> tuple[Any, str]:
     """Delete a stored experiment."""
     key = (key or "").strip()
+    if not results.KEY.fullmatch(key):
+        raise gr.Error("Pick a stored experiment first: open Stored experiments and click its row.",
+                       print_exception=False)
     try:
         gone = results.delete(key)
     except ZooError as exc:
@@ -182,9 +189,11 @@ def build_tab() -> gr.Dataframe:
             curves = gr.HTML(elem_id="deg-curves")
     table = gr.Dataframe(pd.DataFrame(columns=views_degradation.TABLE_COLUMNS), wrap=True, interactive=False,
                          label="Final numbers (training error: mean over the last epoch)", elem_id="deg-table")
-    with gr.Row():
-        responses = gr.HTML(elem_id="deg-responses", min_width=340)
-        grads = gr.HTML(elem_id="deg-grads", min_width=340)
+    with gr.Row():  # side by side on a laptop, one under the other on a phone
+        with gr.Column(min_width=360):
+            responses = gr.HTML(elem_id="deg-responses")
+        with gr.Column(min_width=360):
+            grads = gr.HTML(elem_id="deg-grads")
     gr.Markdown(EXPLAIN)
     with gr.Accordion("The paper's numbers", open=False):
         gr.Dataframe(views_degradation.paper_table(), interactive=False, label=views_degradation.paper.CITATION)
@@ -202,7 +211,8 @@ def build_tab() -> gr.Dataframe:
     event = go.click(accel.gpu(run_experiment, duration=300), [source, upload, depths, shortcut, epochs, size,
                                                                retrain], outputs,
                      api_name="degradation", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
-    stop.click(lambda: "**Cancelled.** Nothing from that run was kept; press Train to start again.", None, status,
+    stop.click(lambda: "**Cancelled.** A run in progress stops at its next step and nothing from it is kept; "
+               "press Train to start again.", None, status,
                cancels=[event], api_name="cancel_degradation", api_visibility="private", queue=False)
     stored.select(pick_stored, None, chosen, api_name="pick_degradation", api_visibility="private", queue=False)
     show_btn.click(open_stored, chosen, outputs, api_name="degradation_result")

@@ -152,7 +152,7 @@ def result_curves(result: Result) -> str:
 
 def _setting(result: Result) -> str:
     c = result.config
-    return f"{c.size} px, option {c.shortcut}, {c.epochs} epochs, {result.device}"
+    return f"{c.size} px, option {c.shortcut}, {c.epochs} epoch{'' if c.epochs == 1 else 's'}, {result.device}"
 
 
 def _per_layer(networks: Sequence[Network], attr: str, title: str, ylabel: str, log_y: bool) -> str:
@@ -211,10 +211,13 @@ def summary(result: Result) -> str:
     cached = " (stored result: same settings and data as before, shown at once)" if result.cached else ""
     where = f"\n\nStored as `{result.key}`." if result.stored and not result.cached else ""
     if result.store_error:
-        where = f"\n\n**Not stored**: {result.store_error}"
+        where = f"\n\n**{result.store_error}**"
     d = result.dataset
-    lines = [f"**{d['name']}**: {d['train']} training and {d['val']} validation images at {d['size']} px; "
-             f"{result.steps} steps of {result.config.batch_size} in {result.seconds:.0f} s on {result.device} "
+    skipped = f" {len(d['skipped'])} unreadable or oversized image(s) skipped." if d.get("skipped") else ""
+    batch = min(result.config.batch_size, d["train"])
+    steps = f"{result.steps} step{'' if result.steps == 1 else 's'}"
+    lines = [f"**{d['name']}**: {d['train']} training and {d['val']} validation images at {d['size']} px;{skipped} "
+             f"{steps} of {batch} in {result.seconds:.0f} s on {result.device} "
              f"({result.precision}), {result.images_per_s:,.0f} images/s per network{cached}.", ""]
     lines += [f"- {f}" for f in result.to_dict()["findings"]]
     return "\n".join(lines) + where

@@ -110,7 +110,7 @@ def _cifar_file(split: str, settings: Settings) -> Path:
     Raises:
         WeightsUnavailableError: offline and not cached, or the Hub did not answer; says what to do.
     """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 
     from zoo import hub
 
@@ -118,12 +118,19 @@ def _cifar_file(split: str, settings: Settings) -> Path:
     cached = try_to_load_from_cache(CIFAR_REPO, filename, cache_dir=hub.cache_dir(settings), repo_type="dataset")
     if isinstance(cached, str):
         return Path(cached)
-    how = (f"CIFAR-10 comes from the Hub dataset {CIFAR_REPO}; with no Hub here, use `--data digits` or a zip of "
-           "class folders")
+    how = (f"CIFAR-10 comes from the Hub dataset {CIFAR_REPO}; with no Hub here, use the built-in digits "
+           "(`--data digits`) or a zip of class folders")
     try:
         hub.reachability.check(settings)
     except WeightsUnavailableError as exc:
         raise WeightsUnavailableError(f"{how} ({exc}).") from None
+    url = hf_hub_url(CIFAR_REPO, filename, repo_type="dataset", endpoint=settings.hf_endpoint)
+    try:  # one quick question first: the download itself retries a dead endpoint for half a minute
+        get_hf_file_metadata(url, timeout=hub.HEAD_TIMEOUT_S, endpoint=settings.hf_endpoint)
+    except Exception as exc:  # transport errors differ between huggingface_hub versions
+        hub.reachability.down(type(exc).__name__)
+        raise WeightsUnavailableError(f"{how}: {settings.hf_endpoint} did not answer ({type(exc).__name__}).") \
+            from None
     try:
         return Path(hf_hub_download(CIFAR_REPO, filename, repo_type="dataset", cache_dir=hub.cache_dir(settings),
                                     endpoint=settings.hf_endpoint, etag_timeout=hub.HEAD_TIMEOUT_S))
@@ -134,9 +141,14 @@ def _cifar_file(split: str, settings: Settings) -> Path:
 
 
 def _cifar_split(path: Path, limit: int | None) -> tuple[list[tuple[Image.Image, int]], str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["img", "label"])
+    try:
+        table = pq.read_table(path, columns=["img", "label"])
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidDatasetError(f"{path.name} is not a readable CIFAR-10 parquet file ({str(exc)[:120]}); delete "
+                                  f"it from the Hugging Face cache ({path}) to fetch it again.") from None
     if limit is not None:
         table = table.slice(0, limit)
     imgs, labels = table.column("img").to_pylist(), table.column("label").to_pylist()
@@ -154,6 +166,8 @@ def _cifar_split(path: Path, limit: int | None) -> tuple[list[tuple[Image.Image,
 def cifar10(size: int, limit: int | None = None, settings: Settings | None = None) -> Tensors:
     """CIFAR-10's 50,000 training and 10,000 test images (the test split validates), via the Hub."""
     settings = settings or get_settings()
+    if limit is not None and limit < 2:
+        raise InvalidArgumentError(f"limit={limit}: keep at least 2 training images.")
     train, fp_train = _cifar_split(_cifar_file("train", settings), limit)
     val, fp_val = _cifar_split(_cifar_file("test", settings), None if limit is None else max(limit // 5, 10))
     return _tensors(CIFAR10, CIFAR_CLASSES, train, val, check_size(size), f"cifar10|{fp_train}|{fp_val}", None)

@@ -30,7 +30,8 @@ from zoo.degradation.data import Tensors, check_size
 from zoo.degradation.nets import SHORTCUTS, CifarNet, build, check_depth
 from zoo.errors import Cancelled, InvalidArgumentError
 
-MAX_NETWORKS = 8
+MAX_NETWORKS = 10  # five depths, each plain and residual
+MAX_DEPTH = 1202  # the deepest net of the paper
 MAX_EPOCHS = 200
 
 
@@ -62,10 +63,20 @@ class Config:
                                        "(projections).")
         if not 1 <= self.epochs <= MAX_EPOCHS:
             raise InvalidArgumentError(f"epochs={self.epochs} must be between 1 and {MAX_EPOCHS}.")
+        if self.depths[-1] > MAX_DEPTH:
+            raise InvalidArgumentError(f"Depth {self.depths[-1]} is deeper than the paper's deepest ({MAX_DEPTH}).")
         check_size(self.size)
-        if self.batch_size < 2 or self.lr <= 0 or self.warmup_epochs < 0 or self.momentum < 0:
-            raise InvalidArgumentError("The batch size must be at least 2, the learning rate positive and the "
-                                       "warm-up and momentum not negative.")
+        if self.batch_size < 2:
+            raise InvalidArgumentError(f"batch size {self.batch_size}: it must be at least 2 (BatchNorm needs it).")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidArgumentError(f"learning rate {self.lr}: it must be a positive number, e.g. 0.1.")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0 and math.isfinite(self.momentum)
+                and 0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InvalidArgumentError("warm-up and weight decay must not be negative, momentum in [0, 1).")
+        if not 0 <= self.seed < 2**63:
+            raise InvalidArgumentError(f"seed {self.seed}: use a whole number from 0 to 2**63 - 1.")
+        if self.limit is not None and self.limit < 2:
+            raise InvalidArgumentError(f"limit={self.limit}: keep at least 2 training images.")
 
     def key(self, fingerprint: str) -> str:
         """What a result depends on: every setting but the data's path, and what the data is."""
@@ -300,6 +311,8 @@ def train(data: Tensors, config: Config, device: torch.device, *, callback: Call
                             tuple(r.epoch_train_error[-1] for r in runs), tuple(r.epoch_val_error[-1] for r in runs),
                             speed, (total - step) * batch / speed))
     seconds = time.perf_counter() - t0
+    if cancel is not None and cancel.is_set():  # cancelled at the last step: nothing is kept either
+        raise Cancelled("The experiment was cancelled; nothing was kept.")
     for net, run in zip(nets, runs, strict=True):
         run.train_error, run.val_error = run.epoch_train_error[-1], run.epoch_val_error[-1]
         run.response_std = measure.response_std(net, x_val[:256] if len(x_val) else x_train[probe])

@@ -36,9 +36,11 @@ def path(key: str, settings: Settings | None = None) -> Path:
     return root(settings) / f"{key}.json"
 
 
-def _why(exc: OSError, where: Path) -> str:
+def why(exc: OSError, where: Path) -> str:
     if exc.errno == errno.ENOSPC:
         return f"no space left on the device holding {where}: free some space"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{where} is not a folder: set ZOO_WEIGHTS_DIR to a writable folder"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"{where} is not writable here (read-only or not permitted): set ZOO_WEIGHTS_DIR to a writable folder"
     return f"{where}: {exc.strerror or exc}"
@@ -68,7 +70,7 @@ def save(result: Result, settings: Settings | None = None) -> Path:
         finally:
             os.close(dirfd)
     except OSError as exc:
-        raise StoreError(f"The experiment's result was not stored: {_why(exc, out.parent)}.") from None
+        raise StoreError(f"The experiment's result was not stored: {why(exc, out.parent)}.") from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -90,8 +92,12 @@ def json_safe(value: Any) -> Any:
 def _read(p: Path) -> Result | None:
     try:
         result = Result.from_dict(json.loads(p.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged or foreign file: not a result
+        shaped = isinstance(result.created, str) and isinstance(result.dataset["name"], str) and all(
+            isinstance(n.name, str) and isinstance(n.step_error, list) for n in result.networks)
+        if not shaped:
+            raise TypeError("not a stored result")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a damaged or foreign file: not a result (never trusted, never fatal)
     result.cached, result.stored = True, str(p)
     return result
 
@@ -121,5 +127,5 @@ def delete(key: str, settings: Settings | None = None) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise StoreError(f"Could not delete {p.name}: {_why(exc, p.parent)}.") from None
+        raise StoreError(f"Could not delete {p.name}: {why(exc, p.parent)}.") from None
     return True
