@@ -275,6 +275,7 @@ def test_cli_refuses_bad_depths_with_a_one_line_message(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 150 s on a quiet 2-core machine; much more when other jobs share the cores
 def test_the_default_experiment_shows_the_degradation_problem():
     """The acceptance of the lab: fresh, offline, fixed seed, the default settings on this machine's CPU."""
     r = lab.run(experiment.Config(), device="cpu", store=False)
