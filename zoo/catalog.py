@@ -115,7 +115,8 @@ def card_for(name: str, settings: Settings | None = None) -> dict[str, Any]:
                 "weights": {"local": stored is not None, "sha256": run.get("sha256"), "size": run.get("size"),
                             "filename": stored.filename if stored else None,
                             "download_url": f"/api/models/{name}/weights" if stored else None,
-                            "header_url": f"/api/models/{name}/header" if stored else None}}
+                            "header_url": f"/api/models/{name}/header" if stored else None,
+                            "hub_repo_id": f"zoo/{name}" if stored else None}}
     return card(registry.get(name), settings)
 
 
@@ -136,6 +137,7 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
             "download_url": f"/api/models/{entry.name}/weights" if stored else None,
             "header_url": f"/api/models/{entry.name}/header" if stored else None,
             "hub_mirror_url": f"/{entry.hf_hub_id}/resolve/main/{entry.hf_filename}" if stored else None,
+            "hub_repo_id": entry.hf_hub_id if stored else None,
             "how_to_get": None if stored else weights.how_to_get(entry.name),
         },
     }
@@ -171,14 +173,6 @@ def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "
                                       f"{weights.how_to_get(entry.name)}")
     return found
-
-
-def by_hub_path(repo_id: str, filename: str) -> ModelEntry | None:
-    """The registry entry whose Hub repo and file these are (`timm/resnet50.a1_in1k`, `model.safetensors`)."""
-    for entry in registry.load():
-        if entry.hf_hub_id == repo_id and entry.hf_filename == filename:
-            return entry
-    return None
 
 
 def header(stored: StoredFile) -> dict[str, Any]:

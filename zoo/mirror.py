@@ -80,6 +80,7 @@ class Repo:
     card_data: dict[str, Any]
     tags: tuple[str, ...]
     parameters: dict[str, int]  # safetensors parameter count per dtype
+    missing: tuple[tuple[str, str], ...] = ()  # (file a client may ask for, why this repo has none)
 
     def file(self, path: str) -> RepoFile | None:
         return next((f for f in self.files if f.rfilename == path), None)
@@ -126,9 +127,10 @@ def _files(weights_file: tuple[str, int, str, float], small: tuple[tuple[str, by
 
 
 def _build(repo_id: str, kind: str, weights_file: tuple[str, int, str, float], small: tuple[tuple[str, bytes], ...],
-           created: float, card_data: dict[str, Any], tags: tuple[str, ...], settings: Settings) -> Repo:
+           created: float, card_data: dict[str, Any], tags: tuple[str, ...], settings: Settings,
+           missing: tuple[tuple[str, str], ...] = ()) -> Repo:
     files, commit, parameters = _files(weights_file, small, settings.weights_dir)
-    return Repo(repo_id, kind, commit, created, weights_file[3], files, card_data, tags, parameters)
+    return Repo(repo_id, kind, commit, created, weights_file[3], files, card_data, tags, parameters, missing)
 
 
 def _tag_repo(entry: registry.ModelEntry, stored: catalog.StoredFile, settings: Settings) -> Repo:
@@ -170,7 +172,9 @@ def _run_repo(run_id: str, stored: catalog.StoredFile, settings: Settings) -> Re
         created = datetime.fromisoformat(run["created"]).timestamp()
     except (KeyError, TypeError, ValueError):
         created = stored.mtime
-    return _build(repo_id, "finetuned", weights_file, small, created, card, tags, settings)
+    missing = () if loadable else (("config.json", f"Its {run['strategy']!r} head is not a timm classifier, so timm "
+                                     "cannot build it (README.md says how to load model.safetensors)."),)
+    return _build(repo_id, "finetuned", weights_file, small, created, card, tags, settings, missing)
 
 
 def served(settings: Settings | None = None) -> list[str]:
@@ -231,7 +235,8 @@ def file_at(repo_id: str, revision: str, path: str, settings: Settings | None = 
     f = found.file(path)
     if f is None:
         names = ", ".join(x.rfilename for x in found.files)
-        raise EntryNotFoundError(f"{repo_id} has no file {path[:200]!r}; it has {names}.",
+        why = dict(found.missing).get(path, "")
+        raise EntryNotFoundError(f"{repo_id} has no file {path[:200]!r}; it has {names}. {why}".strip(),
                                  suggestions=close_matches(path, [x.rfilename for x in found.files]),
                                  commit=found.commit)
     if not f.path.is_file():  # the generated files' cache was cleared since: build the repo again
