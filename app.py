@@ -8,18 +8,17 @@ from zoo import accel  # noqa: F401  (first: on a ZeroGPU Space `spaces` must lo
 # isort: split
 import gradio as gr
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 import zoo
-from zoo import api, apierrors, hubapi, ui
+from zoo import api, apierrors, docpages, hubapi, ui
 
 
 def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`.
     `/docs` and `/redoc` load Swagger UI and ReDoc from files shipped in `fastapi_offline`, never a CDN."""
     settings = settings or zoo.get_settings()
-    app = FastAPIOffline(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__,
-                         static_url="/api-docs-static")
+    app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__, docs_url=None, redoc_url=None)
+    docpages.install(app)
     api.install(app)
     demo = ui.build_demo(settings, rest_routes=[*api.router.routes, *hubapi.router.routes])
     app = gr.mount_gradio_app(

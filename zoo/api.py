@@ -18,7 +18,7 @@ from zoo import apierrors, catalog, httpfiles, hub, hubapi, registry, weights
 from zoo.apierrors import ErrorResponse, StrictQueryRoute, error
 from zoo.settings import get_settings
 
-router = APIRouter(route_class=StrictQueryRoute)
+router = APIRouter(route_class=StrictQueryRoute, tags=["ResNet Zoo"])
 Name = Annotated[str, Path(description="A registry tag (`resnet50.a1_in1k`), a bare architecture (`resnet50`) or "
                                        "a transfer run's id, spelt exactly", max_length=200)]
 ERRORS: dict[int | str, dict[str, Any]] = {
