@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import tempfile
 from collections import Counter
@@ -107,7 +108,7 @@ def _parameters(path: Path) -> dict[str, int]:
     head = checkpoint.read_header(path)
     counts: Counter[str] = Counter()
     for t in head.tensors.values():
-        counts[t.dtype] += functools.reduce(lambda a, b: a * b, t.shape, 1)
+        counts[t.dtype] += math.prod(t.shape)
     return dict(counts)
 
 
