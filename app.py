@@ -10,20 +10,24 @@ import gradio as gr
 from fastapi import FastAPI
 
 import zoo
-from zoo import api, ui
+from zoo import api, apierrors, docpages, hubapi, ui
 
 
 def build_app(settings: zoo.Settings | None = None) -> FastAPI:
-    """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`."""
+    """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`.
+    `/docs` and `/redoc` load Swagger UI and ReDoc from files shipped in `fastapi_offline`, never a CDN."""
     settings = settings or zoo.get_settings()
-    app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__)
+    app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__, docs_url=None, redoc_url=None)
+    docpages.install(app)
     api.install(app)
-    demo = ui.build_demo(settings, rest_routes=api.router.routes)
-    return gr.mount_gradio_app(
+    demo = ui.build_demo(settings, rest_routes=[*api.router.routes, *hubapi.router.routes])
+    app = gr.mount_gradio_app(
         app, demo, path="/", theme=ui.THEME, ssr_mode=False, footer_links=["api", "settings"],
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
         allowed_paths=[str(ui.EXAMPLES[0].parent)] if ui.EXAMPLES else None,
     )
+    apierrors.install_generic(app.routes[-1].app)  # the UI's bare 404/405s in the one JSON shape too
+    return app
 
 
 if __name__ == "__main__":

@@ -200,11 +200,17 @@ def test_hub_mirror_answers_like_the_hub(client, stored):
     commit = head.headers["x-repo-commit"]
     assert client.get(f"/{entry.hf_hub_id}/resolve/{commit}/{entry.hf_filename}").content == stored
     for path, code in ((f"/{entry.hf_hub_id}/resolve/0123abc/{entry.hf_filename}", "RevisionNotFound"),
-                       (f"/{entry.hf_hub_id}/resolve/main/config.json", "EntryNotFound"),
+                       (f"/{entry.hf_hub_id}/resolve/main/pytorch_model.bin", "EntryNotFound"),
                        ("/someone/else/resolve/main/model.safetensors", "RepoNotFound"),
-                       (f"/{registry.get('resnet50').hf_hub_id}/resolve/main/model.safetensors", "EntryNotFound")):
+                       (f"/{entry.hf_hub_id.upper()}/resolve/main/model.safetensors", "RepoNotFound"),  # exact ids
+                       (f"/{registry.get('resnet50').hf_hub_id}/resolve/main/model.safetensors", "RepoNotFound")):
         r = client.get(path)
-        assert r.status_code == 404 and r.headers["x-error-code"] == code, path
+        assert r.status_code == 404 and r.headers["x-error-code"] == code == r.json()["error"]["code"], path
+        assert r.headers["x-error-message"] and set(r.json()["error"]) == {"status", "code", "message", "suggestions"}
+    missing = client.get(f"/{entry.hf_hub_id}/resolve/main/pytorch_model.bin")
+    assert missing.headers["x-repo-commit"] == commit  # the Hub sends it, so clients cache the miss
+    assert "python -m zoo fetch resnet50" in client.get(f"/{registry.get('resnet50').hf_hub_id}/resolve/main/x").text
+    assert client.get(f"/{entry.hf_hub_id.upper()}/resolve/main/x").json()["error"]["suggestions"][0] == entry.hf_hub_id
 
 
 # -- health and safety ---------------------------------------------------------------------------------
@@ -256,11 +262,12 @@ def test_traversal_attempts_answer_404_and_read_nothing(client, stored, tmp_path
 
 
 def test_the_api_guide_lists_the_rest_routes():
-    from zoo import apidoc
+    from zoo import apidoc, hubapi
     from zoo.api import router
 
-    text = apidoc.rest_section(router.routes, "http://zoo:7860")
-    for path in ("/api/models", "/api/models/{name}", "/api/models/{name}/weights", "/readyz"):
+    text = apidoc.rest_section([*router.routes, *hubapi.router.routes], "http://zoo:7860")
+    for path in ("/api/models", "/api/models/{name}", "/api/models/{name}/weights", "/readyz",
+                 "/api/models/{org}/{repo}/revision/{revision}", "/{org}/{repo}/resolve/{revision}/{filename}"):
         assert f"`{path}`" in text
-    assert "HF_ENDPOINT" in text and 'hf_hub_download("timm/' in text
+    assert "HF_ENDPOINT" in text and 'hf_hub_download("timm/' in text and 'snapshot_download("timm/' in text
     assert REPO_ROOT.exists()

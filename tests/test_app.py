@@ -28,6 +28,22 @@ def test_rest_routes_and_the_gradio_ui_share_one_app():
         assert {"/classify", "/compare", "/architecture"} <= set(info["named_endpoints"])
 
 
+def test_docs_and_redoc_load_only_files_this_server_has():
+    """/docs and /redoc must work on an air-gapped machine: every script, style and icon they load is ours."""
+    import re
+
+    with TestClient(build_app()) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+            assets = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html.text)
+            assert assets and not re.search(r"https?://", html.text), (page, assets)
+            for url in assets:
+                r = client.get(url)
+                assert r.status_code == 200 and len(r.content) > 1000, url
+        assert client.get("/openapi.json").json()["info"]["title"] == "ResNet Zoo"
+
+
 
 @pytest.mark.slow
 def test_python_app_py_serves_offline(tmp_path):

@@ -110,3 +110,16 @@ def test_why_residual_draws_live_curves_then_the_results_on_desktop_and_phone(li
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(SHOTS / "why-residual-phone.png"), full_page=True)
     assert page.outside == [], f"the page tried to reach other hosts: {page.outside}"
+
+
+def test_docs_and_redoc_render_with_no_network_beyond_this_server(live_zoo, page):
+    SHOTS.mkdir(exist_ok=True)
+    page.goto(f"{live_zoo.url}/docs")
+    page.locator(".opblock").first.wait_for()  # Swagger UI drew the operations from /openapi.json
+    assert page.get_by_text("/api/models/{org}/{repo}/revision/{revision}").count() >= 1
+    page.screenshot(path=str(SHOTS / "docs.png"))
+    page.goto(f"{live_zoo.url}/redoc")
+    page.get_by_text("ResNet Zoo", exact=False).first.wait_for()
+    page.locator("[data-section-id]").first.wait_for()  # ReDoc drew its sections
+    page.screenshot(path=str(SHOTS / "redoc.png"))
+    assert page.outside == [], f"the docs tried to reach other hosts: {page.outside}"

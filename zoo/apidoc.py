@@ -62,7 +62,7 @@ def rest_section(routes: Iterable[Any], base_url: str) -> str:
         if not isinstance(r, APIRoute) or not r.include_in_schema:
             continue
         methods = ", ".join(sorted(r.methods - {"OPTIONS"}))
-        lines.append(f"| {methods} | `{r.path}` | {r.summary or r.name} |")
+        lines.append(f"| {methods} | `{r.path.replace(':path', '')}` | {r.summary or r.name} |")
         if "/resolve/" in r.path:
             hub_mirror = r.path
         elif "GET" in r.methods:
@@ -74,9 +74,13 @@ def rest_section(routes: Iterable[Any], base_url: str) -> str:
     if hub_mirror:
         lines += ["", "## `huggingface_hub` and timm: use this zoo as a Hub mirror", "", "```python",
                   "import os", f'os.environ["HF_ENDPOINT"] = "{base_url}"  # before importing huggingface_hub',
-                  "from huggingface_hub import hf_hub_download", "import timm", "",
+                  "from huggingface_hub import HfApi, hf_hub_download, snapshot_download", "import timm", "",
+                  f'folder = snapshot_download("timm/{tag}")  # model.safetensors, config.json, README.md',
                   f'path = hf_hub_download("timm/{tag}", "model.safetensors")',
-                  f'model = timm.create_model("{tag}", pretrained=True)', "```"]
+                  f'info = HfApi().model_info("timm/{tag}")  # files, sizes, SHA-256, card data',
+                  f'model = timm.create_model("hf-hub:timm/{tag}", pretrained=True)',
+                  '# a fine-tuned run of the Transfer lab: timm.create_model("hf-hub:zoo/<run-id>", pretrained=True)',
+                  "```", "", "```bash", f"HF_ENDPOINT={base_url} hf download timm/{tag}", "```"]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import checkpoint, images, registry, weights
-from zoo.errors import WeightsUnavailableError
+from zoo.errors import UnknownModelError, WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 from zoo.transfer import runs
@@ -32,7 +32,7 @@ class StoredFile:
         return f"{self.name}.safetensors"
 
 
-def _safe_file(path: Path, root: Path, size: int) -> tuple[Path, float] | None:
+def safe_file(path: Path, root: Path, size: int) -> tuple[Path, float] | None:
     """(real path, mtime) of `path` if it is a regular file directly in a real folder of `root` with
     `size` bytes; None for anything else (missing, a symlink anywhere, elsewhere, another size)."""
     if path.is_symlink() or path.parent.is_symlink():
@@ -88,9 +88,25 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
             "license": base.license, "local": True, "created": run["created"], "url": f"/api/models/{run['id']}"}
 
 
+def exact(name: str, settings: Settings | None = None) -> str:
+    """The one naming rule of the HTTP API: `name` exactly as the registry or the runs store spell it (a tag,
+    a bare architecture meaning its default tag, or a run id); the registry tag or run id it names.
+
+    Raises:
+        UnknownModelError: anything else (other case, spaces, a typo), with the close names that do exist.
+    """
+    reg = registry.load()
+    if name in reg.names or runs.exists(name, settings):
+        return name
+    if name in reg.architectures:
+        return reg.get(name).name
+    raise UnknownModelError(name, [*reg.names, *reg.architectures, *(r["id"] for r in runs.list_runs(settings))])
+
+
 def card_for(name: str, settings: Settings | None = None) -> dict[str, Any]:
-    """The card of a registry name or of a transfer run."""
+    """The card of a registry name or of a transfer run (named exactly: `exact`)."""
     settings = settings or get_settings()
+    name = exact(name, settings)
     if runs.exists(name, settings):
         run = runs.get(name, settings)
         stored = stored_file(name, settings)
@@ -99,7 +115,8 @@ def card_for(name: str, settings: Settings | None = None) -> dict[str, Any]:
                 "weights": {"local": stored is not None, "sha256": run.get("sha256"), "size": run.get("size"),
                             "filename": stored.filename if stored else None,
                             "download_url": f"/api/models/{name}/weights" if stored else None,
-                            "header_url": f"/api/models/{name}/header" if stored else None}}
+                            "header_url": f"/api/models/{name}/header" if stored else None,
+                            "hub_repo_id": f"zoo/{name}" if stored else None}}
     return card(registry.get(name), settings)
 
 
@@ -120,6 +137,7 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
             "download_url": f"/api/models/{entry.name}/weights" if stored else None,
             "header_url": f"/api/models/{entry.name}/header" if stored else None,
             "hub_mirror_url": f"/{entry.hf_hub_id}/resolve/main/{entry.hf_filename}" if stored else None,
+            "hub_repo_id": entry.hf_hub_id if stored else None,
             "how_to_get": None if stored else weights.how_to_get(entry.name),
         },
     }
@@ -133,13 +151,13 @@ def stored_file(name: str, settings: Settings | None = None) -> StoredFile | Non
     settings = settings or get_settings()
     if runs.exists(name, settings):
         record = runs.get(name, settings)
-        found = _safe_file(runs.folder(name, settings) / runs.MODEL_FILE, runs.root(settings), record.get("size", -1))
+        found = safe_file(runs.folder(name, settings) / runs.MODEL_FILE, runs.root(settings), record.get("size", -1))
         return StoredFile(name, found[0], record["sha256"], record["size"], _commit(record["sha256"]),
                           found[1]) if found else None
     entry = registry.get(name)
     st = weights.store(settings)
     record = st.record(entry.name)
-    found = _safe_file(st.weights_path(entry.name), st.root, record.size) if record else None
+    found = safe_file(st.weights_path(entry.name), st.root, record.size) if record else None
     if record is None or found is None:
         return None
     return StoredFile(entry.name, found[0], record.sha256, record.size, record.commit or _commit(record.sha256),
@@ -147,21 +165,14 @@ def stored_file(name: str, settings: Settings | None = None) -> StoredFile | Non
 
 
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
-    """`stored_file`, or WeightsUnavailableError saying how to get the weights."""
+    """`stored_file` of the exactly named model (`exact`), or WeightsUnavailableError saying how to get it."""
+    name = exact(name, settings)
     found = stored_file(name, settings)
     if found is None:
         entry = registry.get(name)
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "
                                       f"{weights.how_to_get(entry.name)}")
     return found
-
-
-def by_hub_path(repo_id: str, filename: str) -> ModelEntry | None:
-    """The registry entry whose Hub repo and file these are (`timm/resnet50.a1_in1k`, `model.safetensors`)."""
-    for entry in registry.load():
-        if entry.hf_hub_id == repo_id and entry.hf_filename == filename:
-            return entry
-    return None
 
 
 def header(stored: StoredFile) -> dict[str, Any]:

@@ -68,3 +68,37 @@ class InvalidDatasetError(ZooError, ValueError):
 
 class Cancelled(ZooError):
     """A training run was cancelled; nothing it trained is kept."""
+
+
+class HubLookupError(ZooError, FileNotFoundError):
+    """The Hub mirror has no such repo, revision or file. `code` is what the Hub sends as X-Error-Code.
+
+    Attributes:
+        suggestions: close names that do exist here, best first.
+        commit: the repo's commit when the repo exists (the Hub sends it, so clients cache the miss).
+    """
+
+    code = "EntryNotFound"
+
+    def __init__(self, message: str, *, suggestions: Iterable[str] = (), commit: str | None = None):
+        super().__init__(message)
+        self.suggestions = list(suggestions)
+        self.commit = commit
+
+
+class RepoNotFoundError(HubLookupError):
+    """No repo with that exact id is served here (a tag whose weights are not stored, or no such name)."""
+
+    code = "RepoNotFound"
+
+
+class RevisionNotFoundError(HubLookupError):
+    """The repo exists here, but not at that revision: only `main` and its commit id are served."""
+
+    code = "RevisionNotFound"
+
+
+class EntryNotFoundError(HubLookupError):
+    """The repo exists here at that revision, but has no such file or folder."""
+
+    code = "EntryNotFound"

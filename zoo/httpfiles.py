@@ -1,31 +1,63 @@
-"""Sending a stored weight file over HTTP: strong ETag = SHA-256, conditional requests (304), single
-and multiple byte ranges (206/416, If-Range), HEAD with GET's headers, 1 MiB chunks."""
+"""Sending a file over HTTP to the letter of RFC 9110: a strong ETag, Last-Modified, the conditional
+requests (If-Match and If-Unmodified-Since → 412; If-None-Match and If-Modified-Since → 304), single and
+multiple byte ranges (206; 416 as a JSON error with `Content-Range: bytes */N`; If-Range), HEAD with
+GET's headers, 1 MiB chunks."""
 
 from __future__ import annotations
 
 import base64
 import email.utils
 import os
+from datetime import UTC
+from pathlib import Path
+from typing import Protocol
 
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
-from zoo.catalog import StoredFile
+from zoo.apierrors import error
 
 CHUNK = 1024 * 1024  # Starlette's 64 KiB default streams ~5x slower over loopback (PERF-NOTES)
 
 
+class Servable(Protocol):
+    """A regular file on disk with a known SHA-256 (a stored weight, or a file of a mirrored repo)."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime: float
+
+    @property
+    def filename(self) -> str: ...
+
+
 class WeightFileResponse(FileResponse):
-    """Starlette's FileResponse (ranges, If-Range, 416 with `bytes */N`) with large chunks, and a Range
-    in a unit other than bytes, or one that does not parse, ignored (RFC 9110 §14.2) instead of a 400."""
+    """Starlette's FileResponse (ranges, If-Range) with large chunks; a Range in a unit other than bytes, or
+    one that does not parse, ignored (RFC 9110 §14.2) instead of a 400; no satisfiable range → our 416."""
 
     chunk_size = CHUNK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        value = Headers(scope=scope).get("range")
+        request = Headers(scope=scope)
+        value = request.get("range")
         if value is not None and not _parses(value):
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+        elif value is not None and self.stat_result is not None:
+            if_range = request.get("if-range")
+            try:
+                if if_range is None or self._should_use_range(if_range):
+                    self._parse_range_header(value, self.stat_result.st_size)
+            except RangeNotSatisfiable:
+                size = self.stat_result.st_size
+                keep = {k: v for k, v in self.headers.items() if k in ("etag", "last-modified", "accept-ranges")}
+                response = error(416, "range_not_satisfiable",
+                                 f"No requested range ({value[:100]}) starts inside the file's {size} bytes.",
+                                 headers={**keep, "Content-Range": f"bytes */{size}"})
+                return await response(scope, receive, send)
+            except MalformedRangeHeader:
+                pass
         await super().__call__(scope, receive, send)
 
 
@@ -42,14 +74,14 @@ def _parses(value: str) -> bool:
     return True
 
 
-def etag(stored: StoredFile) -> str:
+def etag(stored: Servable) -> str:
     return f'"{stored.sha256}"'
 
 
-def headers(stored: StoredFile) -> dict[str, str]:
-    """What every answer about this file carries (200, 206, 304 and HEAD alike)."""
+def headers(stored: Servable, tag: str | None = None) -> dict[str, str]:
+    """What every answer about this file carries (200, 206, 304, 412 and HEAD alike)."""
     return {
-        "ETag": etag(stored),
+        "ETag": tag or etag(stored),
         "Last-Modified": email.utils.formatdate(stored.mtime, usegmt=True),
         "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(stored.sha256)).decode()}:",  # RFC 9530
         "X-Checksum-SHA256": stored.sha256,
@@ -58,20 +90,60 @@ def headers(stored: StoredFile) -> dict[str, str]:
     }
 
 
-def not_modified(request_headers: Headers, stored: StoredFile) -> bool:
-    """If-None-Match (weak comparison, `*` included) matches: the client's copy is current."""
-    value = request_headers.get("if-none-match")
-    if value is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in value.split(",")]
-    return "*" in tags or etag(stored) in tags
+def _tags(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
 
 
-def send(stored: StoredFile, request_headers: Headers, extra: dict[str, str] | None = None) -> Response:
-    """The response for GET or HEAD of `stored`: 304 when the client's ETag matches, else the file
-    (or the requested ranges of it)."""
-    common = {**headers(stored), **(extra or {})}
-    if not_modified(request_headers, stored):
+def _date(value: str | None) -> float | None:
+    """An HTTP-date as a POSIX time; None when absent or not a date (RFC 9110 says: ignore it then)."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def precondition(request_headers: Headers, tag: str, mtime: float) -> int | None:
+    """RFC 9110 §13.2.2 for GET and HEAD: 412 (a precondition failed), 304 (the client's copy is
+    current) or None (send the file). Last-Modified has one-second resolution, so the comparisons do too."""
+    modified = int(mtime)
+    if (value := request_headers.get("if-match")) is not None:
+        if not any(t == "*" or (t == tag and not t.startswith("W/")) for t in _tags(value)):  # strong comparison
+            return 412
+    elif (since := _date(request_headers.get("if-unmodified-since"))) is not None and modified > since:
+        return 412
+    if (value := request_headers.get("if-none-match")) is not None:
+        if any(t == "*" or t.removeprefix("W/") == tag.removeprefix("W/") for t in _tags(value)):  # weak
+            return 304
+    elif (since := _date(request_headers.get("if-modified-since"))) is not None and modified <= since:
+        return 304
+    return None
+
+
+def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | None = None, *,
+         tag: str | None = None, media_type: str = "application/octet-stream") -> Response:
+    """The response for GET or HEAD of `stored` (ETag `tag`, by default its SHA-256): 412 or 304 as the
+    conditional headers say, else the file or the requested ranges of it."""
+    tag = tag or etag(stored)
+    common = {**headers(stored, tag), **(extra or {})}
+    verdict = precondition(request_headers, tag, stored.mtime)
+    if verdict == 412:
+        return error(412, "precondition_failed", f"The file's current version is {tag} (Last-Modified "
+                     f"{common['Last-Modified']}); a precondition of the request does not hold.", headers=common)
+    if verdict == 304:
         return Response(status_code=304, headers=common)
-    return WeightFileResponse(stored.path, headers=common, media_type="application/octet-stream",
-                              filename=stored.filename, stat_result=os.stat(stored.path))
+    return WeightFileResponse(stored.path, headers=common, media_type=media_type, filename=stored.filename,
+                              stat_result=os.stat(stored.path))
+
+
+def openapi(errors: dict[int | str, dict]) -> dict:
+    """The route arguments that document what `send` answers, plus `errors`."""
+    return {"response_class": Response, "responses": {
+        200: {"content": {"application/octet-stream": {}}, "description": "The whole file"},
+        206: {"content": {"application/octet-stream": {}, "multipart/byteranges": {}}, "description": "Ranges of it"},
+        304: {"description": "The client's copy is current (If-None-Match, If-Modified-Since)"},
+        412: {"description": "If-Match or If-Unmodified-Since does not hold"},
+        416: {"description": "No requested range lies in the file; Content-Range: bytes */size"},
+        **errors}}

@@ -1,0 +1,88 @@
+"""Conditional requests per RFC 9110 §13 on every file route (the zoo's and the Hub mirror's): If-Match and
+If-Unmodified-Since (412), If-None-Match and If-Modified-Since (304), their precedence, and 416 as JSON."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.datastructures import Headers
+
+from app import build_app
+from tests.conftest import LIVE_TAGS
+from zoo import httpfiles, mirror, weights
+
+TAG = LIVE_TAGS[0]
+ROUTES = [f"/api/models/{TAG}/weights", f"/timm/{TAG}/resolve/main/model.safetensors",
+          f"/timm/{TAG}/resolve/main/config.json"]
+
+
+@pytest.fixture
+def client(resnet18_file):
+    weights.import_file(resnet18_file, TAG)
+    with TestClient(build_app()) as c:
+        yield c
+
+
+def _date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+@pytest.mark.parametrize("url", ROUTES)
+def test_conditional_requests_follow_rfc_9110(client, url):
+    full = client.get(url)
+    tag, modified = full.headers["etag"], email.utils.parsedate_to_datetime(full.headers["last-modified"]).timestamp()
+    assert full.status_code == 200 and full.headers["x-checksum-sha256"] == hashlib.sha256(full.content).hexdigest()
+    cases = [
+        ({"If-Match": tag}, 200), ({"If-Match": "*"}, 200), ({"If-Match": f'"x", {tag}'}, 200),
+        ({"If-Match": '"other"'}, 412), ({"If-Match": f"W/{tag}"}, 412),  # If-Match compares strongly
+        ({"If-Unmodified-Since": _date(modified)}, 200), ({"If-Unmodified-Since": _date(modified - 60)}, 412),
+        ({"If-Match": tag, "If-Unmodified-Since": _date(modified - 60)}, 200),  # If-Match wins
+        ({"If-Unmodified-Since": "not a date"}, 200),  # an invalid date is ignored
+        ({"If-None-Match": tag}, 304), ({"If-None-Match": f"W/{tag}"}, 304), ({"If-None-Match": '"old"'}, 200),
+        ({"If-Modified-Since": _date(modified)}, 304), ({"If-Modified-Since": _date(modified + 60)}, 304),
+        ({"If-Modified-Since": _date(modified - 60)}, 200),
+        ({"If-None-Match": '"old"', "If-Modified-Since": _date(modified + 60)}, 200),  # If-None-Match wins
+        ({"If-Match": '"other"', "If-None-Match": tag}, 412),  # If-Match is evaluated first
+    ]
+    for headers, status in cases:
+        for method in ("GET", "HEAD"):
+            r = client.request(method, url, headers=headers)
+            assert r.status_code == status, (method, headers, r.status_code)
+            assert r.headers["etag"] == tag
+            if status == 412:
+                assert r.json()["error"]["code"] == "precondition_failed" if method == "GET" else r.content == b""
+            if status == 304:
+                assert r.content == b""
+
+
+@pytest.mark.parametrize("url", ROUTES)
+def test_an_unsatisfiable_range_is_a_json_416_with_the_size(client, url):
+    size = len(client.get(url).content)
+    for method in ("GET", "HEAD"):
+        r = client.request(method, url, headers={"Range": f"bytes={size}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+    body = client.get(url, headers={"Range": f"bytes={size + 10}-{size + 20}"}).json()["error"]
+    assert body["status"] == 416 and body["code"] == "range_not_satisfiable" and str(size) in body["message"]
+    stale = client.get(url, headers={"Range": f"bytes={size}-", "If-Range": '"an-old-version"'})
+    assert stale.status_code == 200 and len(stale.content) == size  # If-Range no longer holds: the whole file
+
+
+def test_small_files_have_the_hubs_etag_the_git_blob_id(client):
+    repo = mirror.repo(f"timm/{TAG}")
+    config = repo.file("config.json")
+    r = client.head(f"/timm/{TAG}/resolve/main/config.json")
+    assert r.headers["etag"] == f'"{config.blob_id}"' and "x-linked-etag" not in r.headers
+    assert r.headers["content-type"].startswith("application/json") and r.headers["x-repo-commit"] == repo.commit
+
+
+def test_precondition_evaluation_order():
+    tag = '"abc"'
+    h = Headers
+    assert httpfiles.precondition(h({}), tag, 1000.0) is None
+    assert httpfiles.precondition(h({"if-match": '"abc"'}), tag, 1000.0) is None
+    assert httpfiles.precondition(h({"if-none-match": "*"}), tag, 1000.0) == 304
+    assert httpfiles.precondition(h({"if-modified-since": _date(999)}), tag, 1000.9) is None
+    assert httpfiles.precondition(h({"if-modified-since": _date(1000)}), tag, 1000.9) == 304  # 1 s resolution
