@@ -216,7 +216,7 @@ def test_cifar10_offline_says_what_to_use_instead(monkeypatch):
     from zoo import settings
 
     settings.get_settings.cache_clear()
-    with pytest.raises(WeightsUnavailableError, match="use `--data digits` or a zip"):
+    with pytest.raises(WeightsUnavailableError, match=r"use the built-in digits \(`--data digits`\) or a zip"):
         lab.run(dataclasses.replace(TINY, data="cifar10"))
 
 
