@@ -9,8 +9,9 @@ PYTEST_ARGS ?=
 run: $(VENV)/.run-installed ## serve the app on ZOO_HOST:ZOO_PORT (default 127.0.0.1:7860)
 	$(PY) app.py
 
-test: $(VENV)/.dev-installed ## lint, then the whole test suite (slow tests included)
+test: $(VENV)/.dev-installed ## lint and the import rules, then the whole test suite (slow tests included)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.run-installed ## every benchmark under bench/; ends with one BENCH line per target
@@ -19,6 +20,7 @@ bench: $(VENV)/.run-installed ## every benchmark under bench/; ends with one BEN
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 registry: $(VENV)/.run-installed ## regenerate zoo/data/registry.json from timm and ../shared/data
 	$(PY) -m zoo.registry_build

@@ -15,7 +15,8 @@ import zipfile
 import pytest
 import torch
 
-from zoo import cli, views_degradation
+from zoo import cli
+from zoo.degradation import report
 from zoo.degradation import data, experiment, lab, nets, results
 from zoo.errors import Cancelled, InvalidArgumentError, WeightsUnavailableError
 
@@ -237,17 +238,17 @@ def test_a_file_that_is_not_cifar10_is_refused(local_hub):
 
 
 def test_charts_are_well_formed_svg_in_the_papers_style(tiny_run):
-    for svg in (views_degradation.result_curves(tiny_run), views_degradation.responses(tiny_run),
-                views_degradation.gradients(tiny_run, "init"), views_degradation.gradients(tiny_run, "trained"),
-                views_degradation.block_diagram()):
+    for svg in (report.result_curves(tiny_run), report.responses(tiny_run),
+                report.gradients(tiny_run, "init"), report.gradients(tiny_run, "trained"),
+                report.block_diagram()):
         root = ET.fromstring(svg)
         assert root.tag.endswith("svg")
-    curves = views_degradation.result_curves(tiny_run)
+    curves = report.result_curves(tiny_run)
     assert curves.count('stroke-dasharray="6 4"') == 4  # two plain curves and their two legend lines
     assert "plain-14" in curves and "ResNet-14" in curves
-    frame = views_degradation.table(tiny_run)
+    frame = report.table(tiny_run)
     assert list(frame["network"]) == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
-    assert views_degradation.smooth([1, 0, 1, 0], 2) == [1, 0.5, 0.5, 0.5]
+    assert report.smooth([1, 0, 1, 0], 2) == [1, 0.5, 0.5, 0.5]
 
 
 def test_cli_prints_one_json_object_with_every_network_and_measurement(capsys, tmp_path):
@@ -296,10 +297,10 @@ def test_a_diverging_network_is_recorded_stored_and_shown_without_breaking_anyth
     assert out["networks"][0]["grad_norm_trained"][0] is None
     stored = results.list_results()[0]
     assert any(v is None for n in stored.networks for v in n.step_loss)  # diverged: losses stored as null
-    views_degradation.table(stored)
-    ET.fromstring(views_degradation.result_curves(stored))
-    ET.fromstring(views_degradation.responses(stored))
-    ET.fromstring(views_degradation.gradients(stored, "trained"))
+    report.table(stored)
+    ET.fromstring(report.result_curves(stored))
+    ET.fromstring(report.responses(stored))
+    ET.fromstring(report.gradients(stored, "trained"))
 
 
 def test_a_cancel_at_the_last_step_keeps_nothing():

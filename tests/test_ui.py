@@ -15,7 +15,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.conftest import LIVE_TAGS
-from zoo import accel, apidoc, arch_views, architecture, compare, inference, registry, ui, ui_transfer, views, weights
+from zoo import accel, architecture, compare, inference, registry, ui, weights
+from zoo.ui import apidoc, arch_views, transfer_tab, views
 from zoo.errors import WeightsUnavailableError
 from zoo.settings import REPO_ROOT
 
@@ -100,11 +101,11 @@ def test_architecture_views_are_computed_from_the_real_models():
 
 
 def test_user_errors_show_the_message_and_hide_the_rest():
-    @ui.user_errors
+    @ui.layout.user_errors
     def zoo_fails():
         raise WeightsUnavailableError("resnet50.a1_in1k is not here; fetch it")
 
-    @ui.user_errors
+    @ui.layout.user_errors
     def bug():
         raise KeyError("secret internals")
 
@@ -199,7 +200,7 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
 
     # the transfer lab: train on the built-in digits, then use, inspect and delete the run
     status, curves, grid, trade, confusion, per_class, stored, picker = client.predict(
-        ui_transfer.DIGITS, None, [tag], ["linear"], 2, 32, api_name="/train")
+        transfer_tab.DIGITS, None, [tag], ["linear"], 2, 32, api_name="/train")
     assert "10 classes, 1438 training and 359 validation images" in status and "Best:" in status
     assert [r[:2] for r in grid["data"]] == [[tag, "linear"]] and len(curves["value"]["data"]) == 2  # 2 epochs
     assert [row[2] for row in trade["data"]] == ["linear"]
@@ -224,7 +225,7 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
 @pytest.mark.slow
 def test_why_residual_trains_side_by_side_then_recalls_and_deletes_the_result(client):
     from zoo.degradation import results
-    from zoo.ui_degradation import DATA_DIGITS
+    from zoo.ui.degradation_tab import DATA_DIGITS
 
     args = (DATA_DIGITS, None, [20], "A", 1, 8, False)
     status, curves, table, responses, grads, stored, key = client.predict(*args, api_name="/degradation")

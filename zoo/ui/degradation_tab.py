@@ -1,6 +1,6 @@
 """The "Why residual?" tab: train plain and residual networks side by side and watch the degradation
 problem happen. Wiring only: the experiment runs in `zoo.degradation.lab` on a worker thread that reports
-through a queue; what is drawn comes from `zoo.views_degradation`."""
+through a queue; what is drawn comes from `zoo.degradation.report`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from zoo import accel, views_degradation
-from zoo.degradation import lab, results
+from zoo import accel
+from zoo.degradation import lab, report, results
 from zoo.degradation.data import DIGITS
 from zoo.degradation.experiment import Config, Result
 from zoo.errors import InvalidArgumentError, ZooError
@@ -100,7 +100,7 @@ def _relay(events: queue.Queue, cancel: threading.Event) -> Iterator[tuple]:
                 names = list(rep.names)
                 kinds = ["residual" if n.startswith("ResNet") else "plain" for n in names]
                 per_epoch = max(1, rep.steps // rep.epochs)
-                chart = views_degradation.training_curves(names, kinds, [int(n.split("-")[1]) for n in names],
+                chart = report.training_curves(names, kinds, [int(n.split("-")[1]) for n in names],
                                                           errors, per_epoch, rep.steps, "Training error (live)")
                 cells = ", ".join(f"{n} {100 * e:.1f}%" for n, e in zip(names, rep.error, strict=True))
                 status = (f"Epoch {rep.epoch} of {rep.epochs}, step {rep.step} of {rep.steps} · "
@@ -121,9 +121,9 @@ def _relay(events: queue.Queue, cancel: threading.Event) -> Iterator[tuple]:
 
 def show(result: Result) -> tuple:
     """Every output of the tab for a finished (or stored) result."""
-    return (views_degradation.summary(result), views_degradation.result_curves(result),
-            views_degradation.table(result), views_degradation.responses(result),
-            views_degradation.gradients(result, "init") + views_degradation.gradients(result, "trained"),
+    return (report.summary(result), report.result_curves(result),
+            report.table(result), report.responses(result),
+            report.gradients(result, "init") + report.gradients(result, "trained"),
             stored_table(), result.key)
 
 
@@ -182,12 +182,12 @@ def build_tab() -> gr.Dataframe:
             with gr.Row():
                 go = gr.Button("Train side by side", variant="primary", elem_id="deg-train")
                 stop = gr.Button("Cancel", variant="stop")
-            gr.HTML(views_degradation.block_diagram(), label="Plain block and residual block")
+            gr.HTML(report.block_diagram(), label="Plain block and residual block")
         with gr.Column(scale=3):
             status = gr.Markdown("Press **Train side by side**: the default run takes a few minutes on a CPU; a "
                                  "stored run with the same settings appears at once.", elem_id="deg-status")
             curves = gr.HTML(elem_id="deg-curves")
-    table = gr.Dataframe(pd.DataFrame(columns=views_degradation.TABLE_COLUMNS), wrap=True, interactive=False,
+    table = gr.Dataframe(pd.DataFrame(columns=report.TABLE_COLUMNS), wrap=True, interactive=False,
                          label="Final numbers (training error: mean over the last epoch)", elem_id="deg-table")
     with gr.Row():  # side by side on a laptop, one under the other on a phone
         with gr.Column(min_width=360):
@@ -196,7 +196,7 @@ def build_tab() -> gr.Dataframe:
             grads = gr.HTML(elem_id="deg-grads")
     gr.Markdown(EXPLAIN)
     with gr.Accordion("The paper's numbers", open=False):
-        gr.Dataframe(views_degradation.paper_table(), interactive=False, label=views_degradation.paper.CITATION)
+        gr.Dataframe(report.paper_table(), interactive=False, label=report.paper.CITATION)
     with gr.Accordion("Stored experiments", open=False):
         stored = gr.Dataframe(interactive=False, label="Click a row to pick it")
         with gr.Row():

@@ -1,4 +1,4 @@
-"""CLI commands that run models: `predict`, `compare`, `eval`, `explain` (registered by zoo.cli)."""
+"""CLI commands that run models: `predict`, `compare`, `eval`, `explain` (registered by zoo.cli.main)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from zoo import registry
+from zoo.cli.format import num, table
 
 BACKEND_HELP = ("CPU backend: auto uses an ONNX graph exported earlier, else eager; onnx exports one now "
                 "(seconds, once per weights file) and uses it; eager is plain PyTorch. Default: ZOO_CPU_BACKEND")
@@ -41,7 +42,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from zoo.cli import _fmt, _table
     from zoo.compare import compare
 
     comp = compare(str(args.image), args.models or None, engine=_engine(args), device=args.device)
@@ -49,9 +49,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(comp.as_dict(), indent=1))
         return 0
     rows = [[r.entry.name, str(r.entry.depth), f"{r.entry.params / 1e6:.1f}", f"{r.entry.gmacs_eval:.2f}",
-             _fmt(r.entry.top1, ".2f"), f"{r.latency_ms:.1f}", r.prediction.top[0].label.name,
+             num(r.entry.top1, ".2f"), f"{r.latency_ms:.1f}", r.prediction.top[0].label.name,
              _pct(r.prediction.top[0].probability).strip()] for r in comp.rows]
-    print(_table(["model", "depth", "params M", "GMACs", "pub. top-1", "ms", "top-1 here", "p"], rows,
+    print(table(["model", "depth", "params M", "GMACs", "pub. top-1", "ms", "top-1 here", "p"], rows,
                  right={1, 2, 3, 4, 5, 7}))
     a = comp.agreement
     print()
@@ -62,7 +62,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.cli import _fmt, _table
     from zoo.evaluate import evaluate
 
     tags = args.models or [registry.get("resnet50").name]
@@ -76,9 +75,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ev.as_dict(), indent=1))
         return 0
-    rows = [[s.model, str(s.n), f"{s.top1:.2f}", f"{s.top5:.2f}", _fmt(s.published_top1, ".2f"),
+    rows = [[s.model, str(s.n), f"{s.top1:.2f}", f"{s.top5:.2f}", num(s.published_top1, ".2f"),
              f"{s.latency_ms / max(s.n, 1):.1f}"] for s in ev.scores]
-    print(_table(["model", "images", "top-1 %", "top-5 %", "published top-1", "ms/img"], rows, right={1, 2, 3, 4, 5}))
+    print(table(["model", "images", "top-1 %", "top-5 %", "published top-1", "ms/img"], rows, right={1, 2, 3, 4, 5}))
     print(f"{ev.classes} classes")
     for f, why in ev.skipped:
         print(f"skipped {f}: {why}")

@@ -1,4 +1,4 @@
-"""CLI command `train`: transfer-learning runs on digits, a folder or a zip (registered by zoo.cli)."""
+"""CLI command `train`: transfer-learning runs on digits, a folder or a zip (registered by zoo.cli.main)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 
 from zoo import registry
+from zoo.cli.format import table
 
 
 def _progress(report) -> None:
@@ -18,7 +19,6 @@ def _progress(report) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from zoo.cli import _table
     from zoo.transfer import data, heads, lab
     from zoo.transfer.fit import FitConfig
 
@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = [[r.tag, r.strategy, f"{100 * r.scores.top1:.2f}", f"{100 * r.scores.macro_f1:.2f}",
              f"{r.train_seconds:.1f}", f"{r.feature_seconds:.1f}", f"{r.trainable_params:,}",
              str(len(r.history.epochs)), r.run_id] for r in results]
-    print(_table(["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable", "epochs", "run"],
+    print(table(["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable", "epochs", "run"],
                  rows, right={2, 3, 4, 5, 6, 7}))
     best = max(results, key=lambda r: r.scores.top1)
     print(f"\nbest: {best.tag} / {best.strategy}; per-class validation accuracy: "
@@ -64,7 +64,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from zoo.cli import _table
     from zoo.transfer import runs
 
     if args.rm:
@@ -76,7 +75,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([{k: r[k] for k in ("id", "tag", "strategy", "dataset", "classes", "val_top1", "macro_f1",
                                               "sha256", "created")} for r in stored], indent=1))
         return 0
-    print(_table(["run", "model", "strategy", "dataset", "classes", "val top-1", "macro-F1"],
+    print(table(["run", "model", "strategy", "dataset", "classes", "val top-1", "macro-F1"],
                  [[r["id"], r["tag"], r["strategy"], r["dataset"], str(len(r["classes"])), f"{r['val_top1']:.2f}",
                    f"{r['macro_f1']:.2f}"] for r in stored], right={4, 5, 6}))
     return 0

@@ -1,17 +1,13 @@
-"""The command line: `python -m zoo list | info | fetch | verify | import | rm | predict | compare | eval | explain |
-train | runs | degradation`."""
+"""CLI commands that describe the registry: `list` and `info` (registered by zoo.cli.main)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from zoo import registry
-from zoo.errors import ZooError
+from zoo.cli.format import num, table
 from zoo.registry import ModelEntry
 
 DATASET_LABELS = {
@@ -23,19 +19,6 @@ DATASET_LABELS = {
     "imagenet-a": "ImageNet-A",
 }
 
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] = frozenset()) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in pairs).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -55,7 +38,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{e.params / 1e6:.2f}",
             f"{e.gmacs:.2f}",
             f"{e.eval_size}",
-            _fmt(e.top1),
+            num(e.top1),
             e.license or "unknown",
             e.pretrain,
             "yes" if is_local(e) else "-",
@@ -63,7 +46,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in entries
     ]
     headers = ["name", "depth", "params (M)", "GMACs@224", "eval px", "top-1", "license", "pretrain", "local"]
-    print(_table(headers, rows, right={1, 2, 3, 4, 5}))
+    print(table(headers, rows, right={1, 2, 3, 4, 5}))
     print(f"\n{len(entries)} models; * marks the default tag of each architecture "
           f"(`python -m zoo info ARCH` shows it). top-1: published ImageNet-1k at the eval size.")  # fmt: skip
     return 0
@@ -109,7 +92,7 @@ def card_lines(e: ModelEntry) -> list[str]:
     return lines
 
 
-def stage_table(name: str, resolution: int) -> str:
+def stagetable(name: str, resolution: int) -> str:
     from zoo.architecture import describe
 
     a = describe(name, resolution)
@@ -139,7 +122,7 @@ def stage_table(name: str, resolution: int) -> str:
     rows.append(["total", str(sum(a.layers)), f"{a.depth} weighted layers", "", "", f"{a.params / 1e6:.2f}",
                  f"{a.gmacs:.3f}", ""])  # fmt: skip
     headers = ["stage", "blocks", "block", "out ch", "size", "params (M)", "GMACs", "first block's shortcut"]
-    return f"Stages at {resolution} px:\n" + _table(headers, rows, right={1, 3, 5, 6})
+    return f"Stages at {resolution} px:\n" + table(headers, rows, right={1, 3, 5, 6})
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -153,96 +136,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print("\n".join(card_lines(entry)))
     print()
-    print(stage_table(entry.name, resolution))
+    print(stagetable(entry.name, resolution))
     return 0
 
 
-def _names(args: argparse.Namespace) -> list[str]:
-    if getattr(args, "all", False):
-        return [e.name for e in registry.load()]
-    if getattr(args, "default", False):
-        return [e.name for e in registry.load().defaults()]
-    return [registry.get(n).name for n in args.names]
-
-
-def cmd_fetch(args: argparse.Namespace) -> int:
-    from zoo import weights
-
-    names = _names(args)
-    if not names:
-        print("error: name at least one model, or use --default or --all", file=sys.stderr)
-        return 2
-    failed = 0
-    for name in names:
-        progress, close = _progress_bar(name)
-        try:
-            path = weights.resolve(name, progress=progress)
-        except ZooError as exc:
-            failed += 1
-            print(f"{name}: FAILED: {exc}", file=sys.stderr)
-            continue
-        finally:
-            close()
-        rec = weights.store().record(name)
-        print(f"{name}: {rec.size / 1e6:.1f} MB, sha256 {rec.sha256[:16]}, from {rec.source} -> {path}")
-    return 1 if failed else 0
-
-
-def _progress_bar(name: str):
-    """A download bar on stderr (only on a terminal), fed by the same callback the UI uses."""
-    from tqdm import tqdm
-
-    bar: list[tqdm] = []
-
-    def progress(done: int, total: int | None) -> None:
-        if not bar:
-            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None))
-        bar[0].update(done - bar[0].n)
-
-    return progress, lambda: bar and bar[0].close()
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from zoo import weights
-
-    st = weights.store()
-    names = _names(args) if args.names else [r.name for r in st.records()]
-    if not names:
-        print(f"no weights in {st.root}")
-        return 0
-    bad = 0
-    for name in names:
-        ok, message = st.verify(name)
-        bad += not ok
-        print(f"{name}: {message}")
-    return 1 if bad else 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from zoo import weights
-
-    path = weights.import_file(args.file, args.name)
-    rec = weights.store().record(registry.get(args.name).name)
-    print(f"{rec.name}: imported {args.file} ({rec.size / 1e6:.1f} MB, sha256 {rec.sha256[:16]}) -> {path}")
-    return 0
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    from zoo import weights
-
-    missing = 0
-    for name in _names(args):
-        removed = weights.store().remove(name)
-        missing += not removed
-        print(f"{name}: {'removed' if removed else 'not in the store'}")
-    return 1 if missing else 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description="ResNet Zoo: residual networks to see, "
-                                     "compare, fine-tune and fetch.")  # fmt: skip
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub) -> None:
     p = sub.add_parser("list", help="list the models (filters combine)")
     p.add_argument("query", nargs="*", help="words that must all appear (name, license, pretraining data)")
     p.add_argument("--family", choices=["resnet", "resnext"])
@@ -258,44 +156,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="input size for the stage table (default 224)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("fetch", help="download weights into the local store (verified against the Hub's hash)")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--default", action="store_true", help="the default tag of every architecture")
-    group.add_argument("--all", action="store_true", help="every tag in the registry (about 10 GB)")
-    p.set_defaults(func=cmd_fetch)
-
-    p = sub.add_parser("verify", help="recompute SHA-256 of stored weights; corrupt files are moved aside")
-    p.add_argument("names", nargs="*", metavar="NAME", help="default: everything in the store")
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser("import", help="store a local .safetensors (or convert a .pth/.bin) for a tag")
-    p.add_argument("file", type=Path)
-    p.add_argument("--name", required=True, help="the tag it holds weights for, e.g. resnet50.a1_in1k")
-    p.set_defaults(func=cmd_import)
-
-    p = sub.add_parser("rm", help="delete weights from the local store")
-    p.add_argument("names", nargs="+", metavar="NAME")
-    p.set_defaults(func=cmd_rm)
-
-    from zoo import cli_degradation, cli_infer, cli_train
-
-    cli_infer.add_commands(sub)
-    cli_train.add_commands(sub)
-    cli_degradation.add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `python -m zoo list | head`
-        return 0
-    except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so nothing half-written is left
-        print("interrupted; nothing partial was kept", file=sys.stderr)
-        return 130

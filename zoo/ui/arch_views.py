@@ -9,7 +9,7 @@ import pandas as pd
 
 from zoo import architecture
 from zoo.architecture import Architecture, Block
-from zoo.views import arch_title
+from zoo.ui.views import arch_title
 
 STAGE_COLUMNS = ["network", "stage", "blocks", "block", "channels in → out", "output px", "first block",
                  "params (M)", "GMACs"]

@@ -1,4 +1,4 @@
-"""CLI command `degradation`: plain against residual networks trained side by side (registered by zoo.cli)."""
+"""CLI command `degradation`: plain against residual networks trained side by side (registered by zoo.cli.main)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+
+from zoo.cli.format import table
 
 
 def _progress(report) -> None:
@@ -61,10 +63,10 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     if result.store_error:
         print(f"warning: {result.store_error}", file=sys.stderr)
     if args.plot:
-        from zoo import views_degradation
+        from zoo.degradation import report
 
         try:
-            args.plot.write_text(views_degradation.result_curves(result))
+            args.plot.write_text(report.result_curves(result))
         except OSError as exc:
             print(f"error: could not write the plot to {args.plot}: {exc.strerror or exc} (the result itself is "
                   f"{'stored as ' + result.key if result.stored else 'not stored'}).", file=sys.stderr)
@@ -78,16 +80,15 @@ def cmd_degradation(args: argparse.Namespace) -> int:
 
 
 def _print(result) -> None:
-    from zoo import views_degradation
-    from zoo.cli import _table
+    from zoo.degradation import report
 
-    frame = views_degradation.table(result)
-    print(_table(list(frame.columns), [[str(v) for v in row] for row in frame.itertuples(index=False)],
+    frame = report.table(result)
+    print(table(list(frame.columns), [[str(v) for v in row] for row in frame.itertuples(index=False)],
                  right={2, 3, 4, 5, 6}))
     print()
-    print(views_degradation.summary(result).replace("**", "").replace("`", ""))
-    print("\nThe paper (" + views_degradation.paper.CITATION + "):")
-    for row in views_degradation.paper.rows():
+    print(report.summary(result).replace("**", "").replace("`", ""))
+    print("\nThe paper (" + report.paper.CITATION + "):")
+    for row in report.paper.rows():
         print(f"  {row['dataset']:<24} {row['network']:<12} {row['error %']:6.2f}%  ({row['source']})")
 
 

@@ -11,10 +11,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from zoo import accel, views, views_transfer
+from zoo import accel
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.transfer import data, lab, runs, serve
 from zoo.transfer.fit import FitConfig
+from zoo.ui import transfer_views, views
 
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
 UPLOAD = "My zip of class folders"
@@ -92,7 +93,7 @@ def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) 
                                                      f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
                 if rep.kind != "epoch":
                     continue
-                curves.append(views_transfer.curve_row(tag, strategy, rep))
+                curves.append(transfer_views.curve_row(tag, strategy, rep))
             elif kind == "result":
                 results.append(payload)
             elif kind == "error":
@@ -109,23 +110,23 @@ def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) 
 
 
 def _outputs(status: str, curves: list[dict], results: list[lab.Result], final: bool) -> tuple:
-    grid = views_transfer.grid(results)
+    grid = transfer_views.grid(results)
     if not final or not results:
         return status, _lines(curves), grid, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     best = max(results, key=lambda r: r.scores.top1)
     done = f"{status}\n\nBest: **{best.tag} · {best.strategy}**, {100 * best.scores.top1:.1f}% validation top-1."
-    return (done, _lines(curves), grid, views_transfer.tradeoff(results), views_transfer.confusion(best),
-            views_transfer.per_class(best), views_transfer.stored(), gr.update(choices=picker_choices()))
+    return (done, _lines(curves), grid, transfer_views.tradeoff(results), transfer_views.confusion(best),
+            transfer_views.per_class(best), transfer_views.stored(), gr.update(choices=picker_choices()))
 
 
 def picker_choices() -> list[tuple[str, str]]:
     """The Classify tab's models: every ImageNet tag, then the stored fine-tuned runs."""
-    return views.model_choices() + views_transfer.run_choices()
+    return views.model_choices() + transfer_views.run_choices()
 
 
 def stored_runs() -> Any:
     """Every stored transfer run, newest first."""
-    return views_transfer.stored()
+    return transfer_views.stored()
 
 
 def delete_run(run_id: str) -> tuple[Any, Any, str]:
@@ -135,7 +136,7 @@ def delete_run(run_id: str) -> tuple[Any, Any, str]:
         raise gr.Error(f"No stored run {run_id!r}; pick one from the table.", print_exception=False)
     runs.delete(run_id)
     serve.forget(run_id)
-    return views_transfer.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
+    return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
 
 
 def pick_run(evt: gr.SelectData) -> str:

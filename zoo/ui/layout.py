@@ -10,25 +10,11 @@ from typing import Any
 
 import gradio as gr
 
-from zoo import (
-    accel,
-    apidoc,
-    arch_views,
-    architecture,
-    compare,
-    evaluate,
-    explain,
-    inference,
-    registry,
-    ui_degradation,
-    ui_transfer,
-    views,
-    views_transfer,
-    weights,
-)
+from zoo import accel, architecture, compare, evaluate, explain, inference, registry, weights
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.settings import REPO_ROOT, Settings, get_settings
 from zoo.transfer import runs, serve
+from zoo.ui import apidoc, arch_views, degradation_tab, transfer_tab, transfer_views, views
 
 log = logging.getLogger(__name__)
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
@@ -115,7 +101,7 @@ def explain_image(image: str | None, model: str) -> tuple[Any, list, str]:
 def model_card(model: str) -> str:
     """A tag's card (size, cost, published accuracy, license, preprocessing, its weights), or a run's."""
     if runs.exists(model):
-        return views_transfer.run_card(runs.get(model))
+        return transfer_views.run_card(runs.get(model))
     return views.card(registry.get(model))
 
 
@@ -158,7 +144,7 @@ def architecture_view(archs: list[str] | None, resolution: float) -> tuple[Any, 
 
 def model_choices() -> Any:
     """The Classify tab's models: ImageNet tags, then the fine-tuned runs stored here."""
-    return gr.update(choices=ui_transfer.picker_choices())
+    return gr.update(choices=transfer_tab.picker_choices())
 
 
 @user_errors
@@ -223,7 +209,7 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                         cam_note = gr.Markdown(label="What Grad-CAM shows")
                         stages = gr.Gallery(label="Strongest channels of each stage", columns=2, height="auto")
             with gr.Tab("Why residual?", id="degradation"):
-                degradation_runs = ui_degradation.build_tab()
+                degradation_runs = degradation_tab.build_tab()
             with gr.Tab("Compare depths", id="compare"):
                 with gr.Row():
                     with gr.Column(scale=1):
@@ -270,7 +256,7 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                     fetch = gr.Button("Fetch weights", scale=1)
                 zoo_card_md = gr.Markdown(label="Model card")
             with gr.Tab("Transfer lab", id="transfer"):
-                stored_runs = ui_transfer.build_tab(model)
+                stored_runs = transfer_tab.build_tab(model)
             with gr.Tab("API", id="api"):
                 api_doc = gr.Markdown(label="API guide", elem_id="api-doc")
 
@@ -284,8 +270,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
         gr.on([demo.load, archs.change, resolution.release], architecture_view, [archs, resolution],
               [stage_table, drawings, shortcuts, groups], api_name="architecture", queue=False)
         demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
-        demo.load(user_errors(ui_transfer.stored_runs), None, stored_runs, api_name="runs", queue=False)
-        demo.load(user_errors(ui_degradation.stored_table), None, degradation_runs, api_name="degradation_runs",
+        demo.load(user_errors(transfer_tab.stored_runs), None, stored_runs, api_name="runs", queue=False)
+        demo.load(user_errors(degradation_tab.stored_table), None, degradation_runs, api_name="degradation_runs",
                   queue=False)
         demo.load(user_errors(model_choices), None, model, api_name="model_choices", queue=False)
         zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)

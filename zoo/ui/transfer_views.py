@@ -7,7 +7,7 @@ import pandas as pd
 from zoo.transfer import runs
 from zoo.transfer.fit import Report
 from zoo.transfer.lab import Result
-from zoo.views import arch_title
+from zoo.ui.views import arch_title
 
 GRID_COLUMNS = ["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable params",
                 "epochs", "run"]

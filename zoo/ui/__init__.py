@@ -1,0 +1,6 @@
+"""The Gradio UI: `layout.build_demo()` lays out the tabs; each tab's module wires its events to the services;
+the `*views` modules turn service results into what the tabs show. Nothing here holds logic of its own."""
+
+from zoo.ui.layout import EXAMPLES as EXAMPLES
+from zoo.ui.layout import THEME as THEME
+from zoo.ui.layout import build_demo as build_demo
