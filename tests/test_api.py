@@ -263,8 +263,8 @@ def test_traversal_attempts_answer_404_and_read_nothing(client, stored, tmp_path
 
 def test_the_api_guide_lists_the_rest_routes():
     from zoo import hubapi
-    from zoo.ui import apidoc
     from zoo.api import router
+    from zoo.ui import apidoc
 
     text = apidoc.rest_section([*router.routes, *hubapi.router.routes], "http://zoo:7860")
     for path in ("/api/models", "/api/models/{name}", "/api/models/{name}/weights", "/readyz",

@@ -169,19 +169,6 @@ def test_legacy_checkpoints_convert_only_through_weights_only_load(resnet18_file
     assert not weights.store().has("resnet18.a1_in1k")
 
 
-def test_save_writes_a_self_describing_file(tmp_path):
-    from zoo import registry
-
-    model = timm.create_model("resnet18", pretrained=False, num_classes=3)
-    path = weights.save(model, tmp_path / "ft.safetensors", entry=registry.get("resnet18.a1_in1k"),
-                        class_names=["cat", "dog", "fox"])  # fmt: skip
-    meta = checkpoint.read_header(path).metadata
-    assert meta["zoo.base"] == "resnet18.a1_in1k" and meta["zoo.arch"] == "resnet18"
-    assert json.loads(meta["zoo.class_names"]) == ["cat", "dog", "fox"] and meta["zoo.num_classes"] == "3"
-    assert json.loads(meta["zoo.input_size"]) == [3, 288, 288] and meta["zoo.interpolation"] == "bicubic"
-    assert not list(tmp_path.glob("*.tmp"))
-
-
 def test_the_finite_screen_has_no_false_alarm_on_overflowing_sums():
     huge = {"a": torch.full((4,), 3e38), "b": torch.zeros(2), "n": torch.tensor([1.0, float("-inf")])}
     assert torch.isinf(huge["a"].sum())  # the fast screen trips, the exact check clears it

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from zoo import cli
-from zoo.degradation import report
-from zoo.degradation import data, experiment, lab, nets, results
+from zoo.degradation import data, experiment, lab, nets, report, results
 from zoo.errors import Cancelled, InvalidArgumentError, WeightsUnavailableError
 
 TINY = experiment.Config(depths=(8, 14), epochs=2, size=8, batch_size=64, limit=256)

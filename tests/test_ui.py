@@ -16,9 +16,10 @@ from PIL import Image
 
 from tests.conftest import LIVE_TAGS
 from zoo import accel, architecture, compare, inference, registry, ui, weights
-from zoo.ui import apidoc, arch_views, transfer_tab, views
 from zoo.errors import WeightsUnavailableError
 from zoo.settings import REPO_ROOT
+from zoo.ui import apidoc, arch_views, transfer_tab, views
+from zoo.ui.wiring import user_errors
 
 CAT = REPO_ROOT / "examples" / "chelsea.jpg"
 COFFEE = REPO_ROOT / "examples" / "coffee.jpg"
@@ -101,11 +102,11 @@ def test_architecture_views_are_computed_from_the_real_models():
 
 
 def test_user_errors_show_the_message_and_hide_the_rest():
-    @ui.layout.user_errors
+    @user_errors
     def zoo_fails():
         raise WeightsUnavailableError("resnet50.a1_in1k is not here; fetch it")
 
-    @ui.layout.user_errors
+    @user_errors
     def bug():
         raise KeyError("secret internals")
 
@@ -114,6 +115,18 @@ def test_user_errors_show_the_message_and_hide_the_rest():
     with pytest.raises(gr.Error) as info:
         bug()
     assert "secret" not in str(info.value) and "server log" in str(info.value)
+
+
+def test_user_errors_wrap_streaming_handlers_too():
+    @user_errors
+    def stream():
+        yield "first update"
+        raise WeightsUnavailableError("resnet50.a1_in1k is not here; fetch it")
+
+    updates = stream()
+    assert next(updates) == "first update"  # still a generator: Gradio streams it
+    with pytest.raises(gr.Error, match="fetch it"):
+        next(updates)
 
 
 def test_gpu_wrapper_is_spaces_gpu_when_installed_and_a_no_op_off_zerogpu(monkeypatch):

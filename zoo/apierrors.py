@@ -26,6 +26,7 @@ from zoo.errors import (
     ConfigError,
     HubLookupError,
     InvalidArgumentError,
+    OutOfMemoryError,
     UnknownModelError,
     WeightsIntegrityError,
     WeightsUnavailableError,
@@ -39,6 +40,7 @@ _CODES: list[tuple[type[ZooError], int, str]] = [
     (WeightsIntegrityError, 409, "weights_corrupt"),
     (InvalidArgumentError, 400, "invalid_argument"),
     (ConfigError, 500, "misconfigured"),
+    (OutOfMemoryError, 503, "out_of_memory"),
 ]
 
 

@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import FastPathError as FastPathError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ class Runner(Protocol):
     name: str
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
-
-
-class FastPathError(ZooError, RuntimeError):
-    """A fast path could not be built or disagreed with eager; the eager path keeps serving."""
 
 
 class EagerRunner:

@@ -3,17 +3,19 @@ stored files the download API may serve (looked up by registry name or Hub repo,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo import checkpoint, images, registry, weights
-from zoo.errors import UnknownModelError, WeightsUnavailableError
+from zoo import checkpoint, images, registry, resolver, weights
+from zoo.errors import WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 from zoo.transfer import runs
+from zoo.transfer.runs import Run
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,10 @@ def search(*, family: str | None = None, depth: int | None = None, license: str 
     settings = settings or get_settings()
     rows = [summary(e, settings) for e in registry.list_models(family=family, depth=depth, license=license, text=q)]
     words = (q or "").lower().split()
-    for run in runs.list_runs(settings):
+    for run in runs.stored(settings):
         row = run_summary(run)
-        base = registry.get(run["tag"])
-        text = f"{run['id']} {run['tag']} {run['strategy']} {run['dataset']} {' '.join(run['classes'])}".lower()
+        base = run.base
+        text = f"{run.id} {run.tag} {run.strategy} {run.dataset} {' '.join(run.classes)}".lower()
         if (family and base.family != family) or (depth and base.depth != depth) or \
                 (license and (base.license or "unknown") != license.lower()) or any(w not in text for w in words):
             continue
@@ -79,13 +81,13 @@ def search(*, family: str | None = None, depth: int | None = None, license: str 
     return [r for r in rows if local is None or r["local"] == local]
 
 
-def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+def run_summary(run: Run) -> dict[str, Any]:
     """A transfer run as a catalog row (kind `finetuned`)."""
-    base = registry.get(run["tag"])
-    return {"name": run["id"], "kind": "finetuned", "base": run["tag"], "architecture": base.arch,
-            "family": base.family, "depth": base.depth, "strategy": run["strategy"], "classes": run["classes"],
-            "dataset": run["dataset"], "val_top1": run["val_top1"], "macro_f1": run["macro_f1"],
-            "license": base.license, "local": True, "created": run["created"], "url": f"/api/models/{run['id']}"}
+    base = run.base
+    return {"name": run.id, "kind": resolver.kind(run), "base": run.tag, "architecture": base.arch,
+            "family": base.family, "depth": base.depth, "strategy": run.strategy, "classes": list(run.classes),
+            "dataset": run.dataset, "val_top1": run.val_top1, "macro_f1": run.macro_f1,
+            "license": base.license, "local": True, "created": run.created, "url": f"/api/models/{run.id}"}
 
 
 def exact(name: str, settings: Settings | None = None) -> str:
@@ -95,29 +97,25 @@ def exact(name: str, settings: Settings | None = None) -> str:
     Raises:
         UnknownModelError: anything else (other case, spaces, a typo), with the close names that do exist.
     """
-    reg = registry.load()
-    if name in reg.names or runs.exists(name, settings):
-        return name
-    if name in reg.architectures:
-        return reg.get(name).name
-    raise UnknownModelError(name, [*reg.names, *reg.architectures, *(r["id"] for r in runs.list_runs(settings))])
+    return resolver.resolve(name, exact=True, settings=settings).name
 
 
 def card_for(name: str, settings: Settings | None = None) -> dict[str, Any]:
     """The card of a registry name or of a transfer run (named exactly: `exact`)."""
     settings = settings or get_settings()
-    name = exact(name, settings)
-    if runs.exists(name, settings):
-        run = runs.get(name, settings)
+    target = resolver.resolve(name, exact=True, settings=settings)
+    if isinstance(target, Run):
+        run, name = target, target.id
         stored = stored_file(name, settings)
-        return {**run_summary(run), "preprocessing": run["preprocessing"], "config": run["config"],
-                "history": run["history"], "per_class_acc": run["per_class_acc"], "confusion": run["confusion"],
-                "weights": {"local": stored is not None, "sha256": run.get("sha256"), "size": run.get("size"),
+        return {**run_summary(run), "preprocessing": dataclasses.asdict(run.preprocessing), "config": run.config,
+                "history": list(run.history), "per_class_acc": list(run.per_class_acc),
+                "confusion": [list(row) for row in run.confusion],
+                "weights": {"local": stored is not None, "sha256": run.sha256, "size": run.size,
                             "filename": stored.filename if stored else None,
                             "download_url": f"/api/models/{name}/weights" if stored else None,
                             "header_url": f"/api/models/{name}/header" if stored else None,
                             "hub_repo_id": f"zoo/{name}" if stored else None}}
-    return card(registry.get(name), settings)
+    return card(target, settings)
 
 
 def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
@@ -149,12 +147,13 @@ def stored_file(name: str, settings: Settings | None = None) -> StoredFile | Non
     Safe: a regular file (not a symlink) in a real folder of the store, whose size matches its record.
     """
     settings = settings or get_settings()
-    if runs.exists(name, settings):
-        record = runs.get(name, settings)
-        found = safe_file(runs.folder(name, settings) / runs.MODEL_FILE, runs.root(settings), record.get("size", -1))
-        return StoredFile(name, found[0], record["sha256"], record["size"], _commit(record["sha256"]),
-                          found[1]) if found else None
-    entry = registry.get(name)
+    target = resolver.resolve(name, settings=settings)
+    if isinstance(target, Run):
+        found = safe_file(runs.folder(target.id, settings) / runs.MODEL_FILE, runs.root(settings),
+                          -1 if target.size is None else target.size)
+        return StoredFile(target.id, found[0], target.sha256, target.size, _commit(target.sha256),
+                          found[1]) if found and target.sha256 else None
+    entry = target
     st = weights.store(settings)
     record = st.record(entry.name)
     found = safe_file(st.weights_path(entry.name), st.root, record.size) if record else None

@@ -66,6 +66,23 @@ class InvalidDatasetError(ZooError, ValueError):
     """A labelled folder or zip could not be used: unknown class folders, no images, unsafe archive."""
 
 
+class HubUnreachableError(WeightsUnavailableError):
+    """The Hub cannot be asked now (offline mode, or it did not answer)."""
+
+
+class FastPathError(ZooError, RuntimeError):
+    """A fast path could not be built or disagreed with eager; the eager path keeps serving."""
+
+
+class StoreError(ZooError, OSError):
+    """A result could not be written (disk full, read-only or not permitted); the message says what to do."""
+
+
+class OutOfMemoryError(ZooError, MemoryError):
+    """The device ran out of memory even after a retry at a smaller batch; the message says what to shrink.
+    The REST API answers it with 503 (try again later, or with less), not 500."""
+
+
 class Cancelled(ZooError):
     """A training run was cancelled; nothing it trained is kept."""
 

@@ -158,7 +158,7 @@ def evaluate(source: Path, tags: list[str], *, engine: Engine | None = None, pro
         InvalidDatasetError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
     """
     eng = engine or inference.engine()
-    entries = [eng.check(t) for t in dict.fromkeys(tags)]
+    entries = [inference.imagenet_entry(t) for t in dict.fromkeys(tags)]
     items = read_labelled(source)
     pres = [images.preprocessing(e) for e in entries]
     scores = [Score(e.name, published_top1=e.top1) for e in entries]

@@ -13,6 +13,8 @@ from PIL import Image
 from zoo import images, inference
 from zoo.errors import InvalidArgumentError
 from zoo.inference import Engine, Scored, top_k_of
+from zoo.registry import ModelEntry
+from zoo.resolver import Resolved
 
 STAGES = (("conv2_x", "layer1"), ("conv3_x", "layer2"), ("conv4_x", "layer3"), ("conv5_x", "layer4"))
 # anchors of a perceptually ordered dark-to-bright colour map (close to matplotlib's "inferno")
@@ -55,6 +57,11 @@ def _to_uint8(a: torch.Tensor) -> np.ndarray:
     return ((a - lo) / (hi - lo) * 255 if hi > lo else torch.zeros_like(a)).round().byte().cpu().numpy()
 
 
+def explainable(target: Resolved) -> bool:
+    """Whether Grad-CAM and stage maps are drawn for it: the ImageNet tags (a run's head is its own)."""
+    return isinstance(target, ModelEntry) and target.has_imagenet_head
+
+
 def explain(source: images.Source, name: str, *, channels: int = 8, target: int | None = None,
             engine: Engine | None = None, device: str | torch.device | None = None) -> Explanation:
     """Feature maps of every stage and a Grad-CAM heat map for `target` (default: the top class).
@@ -66,7 +73,7 @@ def explain(source: images.Source, name: str, *, channels: int = 8, target: int 
         InvalidImageError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
     """
     eng = engine or inference.engine()
-    entry = eng.check(name)
+    entry = inference.imagenet_entry(name)
     if not 1 <= channels <= 64:
         raise InvalidArgumentError(f"channels={channels} must be between 1 and 64.")
     pre = images.preprocessing(entry)

@@ -20,6 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from tqdm import tqdm
 
 from zoo import registry
+from zoo.errors import HubUnreachableError as HubUnreachableError
 from zoo.errors import WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings
@@ -39,10 +40,6 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 TRANSPORT_ERRORS = _transport_errors()
-
-
-class HubUnreachableError(WeightsUnavailableError):
-    """The Hub cannot be asked now (offline mode, or it did not answer)."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Classification: images through one or many tags -> top-k ImageNet-1k labels, probabilities, latency.
+"""Classification: images through one or many models -> top-k labels, probabilities, latency.
 
-`Engine` owns one runner per (tag, device). Requests for the same model that queue while it is busy
-run together as one batch (at most ZOO_MAX_BATCH images, waiting ZOO_BATCH_WAIT_MS for company), in
-the thread of one of the callers, so concurrent users share forward passes and an idle engine adds
-no thread hand-off.
+A model is whatever `resolver.resolve` names: a registry tag (ImageNet-1k labels, its pretrained preprocessing)
+or a stored fine-tuned run (its own classes and preprocessing); both go through the same runners and batching.
+
+`Engine` owns one runner per (model, device), behind a `batching.Slot`: requests for the same model that
+queue while it is busy run together as one batch (at most ZOO_MAX_BATCH images, waiting ZOO_BATCH_WAIT_MS
+for company), in the thread of one of the callers, so concurrent users share forward passes and an idle
+engine adds no thread hand-off.
 """
 
 from __future__ import annotations
@@ -11,18 +14,18 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from zoo import backends, images, models, registry, weights
+from zoo import backends, images, models, paths, registry, resolver, weights
+from zoo.batching import Slot
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
+from zoo.resolver import Resolved
 from zoo.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -61,12 +64,13 @@ class Scored:
 class Prediction:
     """One model's answer for one image."""
 
-    model: str  # registry tag
+    model: str  # registry tag or run id
     top: tuple[Scored, ...]  # best first
     latency_ms: float  # wall time of the forward pass that computed it (its whole batch)
     batch_size: int  # images in that forward pass
     backend: str  # e.g. onnxruntime-cpu-fp32, eager-cuda-bfloat16
     device: str
+    kind: str = "pretrained"  # or "finetuned": a stored run over its own classes (the catalog's kinds)
 
     def as_dict(self) -> dict:
         return {"model": self.model, "latency_ms": round(self.latency_ms, 3), "batch_size": self.batch_size,
@@ -75,88 +79,8 @@ class Prediction:
                          "description": s.label.description, "probability": s.probability} for s in self.top]}
 
 
-@dataclass
-class _Request:
-    batch: torch.Tensor
-    future: Future
-
-
-_LEAD = object()  # a request's future resolves to this when its thread must run the next batch
-
-
-class _Slot:
-    """A runner for one (tag, device), and leader/follower batching of the requests for it.
-
-    The first request to find the runner idle runs it in its own thread (no hand-off to a worker
-    thread, so an idle server adds no latency). Requests that arrive meanwhile queue up; when the
-    running batch ends, the oldest queued request's thread becomes the leader and runs everything
-    queued (up to max_batch images, waiting at most wait_s for company) as one batch.
-    """
-
-    def __init__(self, key: str, device: str, runner: backends.Runner, max_batch: int, wait_s: float):
-        self.key, self.device, self.runner, self.max_batch, self.wait_s = key, device, runner, max_batch, wait_s
-        self._lock = threading.Lock()
-        self._queue: list[_Request] = []
-        self._busy = False
-
-    def submit(self, batch: torch.Tensor) -> Future:
-        """Queue a batch; the returned future holds (logits, latency_ms, batch_size, backend).
-
-        The caller's thread may run the model (and other callers' batches) before this returns.
-        """
-        request = _Request(batch, Future())
-        with self._lock:
-            self._queue.append(request)
-            lead = not self._busy
-            self._busy = True
-        if lead:
-            self._lead()
-        elif request.future.result() is _LEAD:  # waits for another thread, possibly to hand the lead over
-            request.future = Future()
-            self._lead()
-        return request.future
-
-    def _lead(self) -> None:
-        if self.wait_s > 0:
-            time.sleep(self.wait_s)  # let concurrent requests join this batch
-        with self._lock:
-            taken, n = [], 0
-            for r in self._queue:
-                if taken and n + r.batch.shape[0] > self.max_batch:
-                    break
-                taken.append(r)
-                n += r.batch.shape[0]
-            del self._queue[:len(taken)]
-        self._run(taken)
-        with self._lock:
-            if self._queue:
-                heir = self._queue[0]
-            else:
-                heir = None
-                self._busy = False
-        if heir is not None:
-            heir.future.set_result(_LEAD)
-
-    def _run(self, taken: list[_Request]) -> None:
-        runner = self.runner  # read once: a faster runner may be swapped in between batches
-        try:
-            x = taken[0].batch if len(taken) == 1 else torch.cat([r.batch for r in taken])
-            start = time.perf_counter()
-            logits = runner(x)
-            ms = (time.perf_counter() - start) * 1000
-        except BaseException as exc:  # every caller in the batch gets the error; the slot stays usable
-            for r in taken:
-                r.future.set_exception(exc)
-            return
-        i = 0
-        for r in taken:
-            n = r.batch.shape[0]
-            r.future.set_result((logits[i:i + n], ms, x.shape[0], runner.name))
-            i += n
-
-
 class Engine:
-    """Classifies images with registry tags; one per process is enough (see `engine()`)."""
+    """Classifies images with registry tags and fine-tuned runs; one per process is enough (see `engine()`)."""
 
     def __init__(self, settings: Settings | None = None, cache: models.ModelCache | None = None,
                  backend: str | None = None, background_export: bool = True):
@@ -170,18 +94,20 @@ class Engine:
         self.settings = settings or get_settings()
         self.backend = backend or self.settings.cpu_backend
         self.background_export = background_export
-        self.cache = cache or models.ModelCache(self.settings.model_memory_mb * 1024 * 1024,
-                                                loader=functools.partial(models.create_model, settings=self.settings))
-        self._slots: dict[str, _Slot] = {}
+        self.cache = cache or models.ModelCache(
+            self.settings.model_memory_mb * 1024 * 1024,
+            loader=functools.partial(resolver.build, settings=self.settings),
+            canonical=lambda name: resolver.resolve(name, settings=self.settings).name)
+        self._slots: dict[str, Slot] = {}
         self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
         self._lock = threading.Lock()
         self._exports: dict[str, threading.Thread] = {}
 
     # -- runners -------------------------------------------------------------------------------
-    def slot(self, name: str, device: str | torch.device | None = None) -> _Slot:
-        entry = self.check(name)
+    def slot(self, name: str, device: str | torch.device | None = None) -> Slot:
+        target = self.check(name)
         dev = models.resolve_device(device or self.settings.device)
-        key = f"{entry.name}@{dev}"
+        key = f"{target.name}@{dev}"
         with self._lock:
             if key in self._slots:
                 return self._slots[key]
@@ -189,18 +115,19 @@ class Engine:
         with making:  # only callers of this (tag, device) wait while it is built, warmed up and exported
             if key in self._slots:
                 return self._slots[key]
-            model = self.cache.get(entry.name, dev)
-            runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
+            model = self.cache.get(target.name, dev)
+            family, size = resolver.entry(target).family, resolver.preprocessing(target).size
+            runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(family),
                                           compile=self.settings.compile)
-            runner(torch.zeros(1, 3, entry.eval_size, entry.eval_size))  # warm-up: first-call costs not timed
-            slot = _Slot(key, str(dev), runner, self.settings.max_batch, self.settings.batch_wait_ms / 1000)
-            if dev.type == "cpu" and self.backend != "eager":
-                self._start_fast_path(entry, model, slot)
+            runner(torch.zeros(1, 3, size, size))  # warm-up: first-call costs not timed
+            slot = Slot(key, str(dev), runner, self.settings.max_batch, self.settings.batch_wait_ms / 1000)
+            if dev.type == "cpu" and self.backend != "eager" and isinstance(target, ModelEntry):
+                self._start_fast_path(target, model, slot)  # ONNX graphs are exported for registry tags
             with self._lock:
                 self._slots[key] = slot
         return slot
 
-    def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: _Slot) -> None:
+    def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: Slot) -> None:
         if not backends.onnx_available():
             if self.backend == "onnx":
                 raise InvalidArgumentError("ZOO_CPU_BACKEND=onnx needs onnxruntime and onnxscript "
@@ -209,7 +136,7 @@ class Engine:
         record = weights.store(self.settings).record(entry.name)
         if record is None:
             return
-        path = backends.onnx_path(self.settings.weights_dir / ".cache" / "onnx", entry.name, record.sha256,
+        path = backends.onnx_path(paths.onnx_cache(self.settings), entry.name, record.sha256,
                                   entry.eval_size)
 
         def build() -> None:
@@ -243,6 +170,12 @@ class Engine:
             self._slots = {}
         self.cache.clear()
 
+    def forget(self, name: str) -> None:
+        """Drop a model's runners and cached copies (a run that was deleted); requests in flight still complete."""
+        with self._lock:
+            self._slots = {k: s for k, s in self._slots.items() if k.rpartition("@")[0] != name}
+        self.cache.forget(name)
+
     def __enter__(self) -> Engine:
         return self
 
@@ -263,14 +196,10 @@ class Engine:
     def runner_name(self, name: str, device: str | torch.device | None = None) -> str:
         return self.slot(name, device).runner.name
 
-    @staticmethod
-    def check(name: str) -> ModelEntry:
-        entry = registry.get(name)
-        if not entry.has_imagenet_head:
-            raise InvalidArgumentError(f"{entry.name} has no ImageNet classifier (it is a feature extractor with "
-                                       f"{entry.num_classes} outputs); classify with another {entry.arch} tag, or "
-                                       "train a head for it in the transfer lab.")
-        return entry
+    def check(self, name: str) -> Resolved:
+        """The resolved model, if it can classify (a run always can; a tag needs its ImageNet head)."""
+        target = resolver.resolve(name, settings=self.settings)
+        return imagenet_entry(target.name) if isinstance(target, ModelEntry) else target
 
     # -- classification ------------------------------------------------------------------------
     def logits(self, name: str, batch: torch.Tensor, device: str | torch.device | None = None):
@@ -292,7 +221,7 @@ class Engine:
         if not 1 <= top_k <= 1000:
             raise InvalidArgumentError(f"top_k={top_k} must be between 1 and 1000.")
         entries = [self.check(t) for t in tags]
-        pres = [images.preprocessing(e) for e in entries]
+        pres = [resolver.preprocessing(e) for e in entries]
         decoded = [_decode_named(s, images.draft_side(pres)) for s in srcs]
         out: list[list[Prediction]] = [[] for _ in decoded]
         batches: dict[images.Preprocessing, torch.Tensor] = {}
@@ -302,13 +231,27 @@ class Engine:
             slot = self.slot(entry.name, device)
             chunks = batches[pre].split(self.settings.max_batch)
             futures = [slot.submit(c) for c in chunks]
-            row = 0
+            row, labels, kind = 0, labels_of(entry), resolver.kind(entry)
             for fut in futures:
                 logits, ms, n, backend = fut.result()
-                for scored in top_k_of(logits, top_k):
-                    out[row].append(Prediction(entry.name, scored, ms, n, backend, slot.device))
+                for scored in top_k_of(logits, min(top_k, len(labels)), labels):
+                    out[row].append(Prediction(entry.name, scored, ms, n, backend, slot.device, kind))
                     row += 1
         return out
+
+
+def imagenet_entry(name: str) -> ModelEntry:
+    """A registry tag with an ImageNet-1k head (what Grad-CAM and labelled evaluation need).
+
+    Raises:
+        UnknownModelError, InvalidArgumentError: a feature extractor with no classifier.
+    """
+    entry = registry.get(name)
+    if not entry.has_imagenet_head:
+        raise InvalidArgumentError(f"{entry.name} has no ImageNet classifier (it is a feature extractor with "
+                                   f"{entry.num_classes} outputs); classify with another {entry.arch} tag, or "
+                                   "train a head for it in the transfer lab.")
+    return entry
 
 
 def _decode_named(source: images.Source, min_side: int) -> Image.Image:
@@ -321,9 +264,17 @@ def _decode_named(source: images.Source, min_side: int) -> Image.Image:
         raise
 
 
-def top_k_of(logits: torch.Tensor, k: int) -> list[tuple[Scored, ...]]:
-    """Softmax over classes, then the k best per row with their labels."""
-    labels = imagenet_labels()
+def labels_of(target: Resolved) -> tuple[Label, ...]:
+    """The output classes: a run's own (named as it was trained), else ImageNet-1k's."""
+    names = resolver.class_names(target)
+    if names is None:
+        return imagenet_labels()
+    return tuple(Label(i, "", name, name) for i, name in enumerate(names))
+
+
+def top_k_of(logits: torch.Tensor, k: int, labels: Sequence[Label] | None = None) -> list[tuple[Scored, ...]]:
+    """Softmax over classes, then the k best per row with their labels (default: ImageNet-1k's)."""
+    labels = labels or imagenet_labels()
     probs = torch.softmax(logits.float(), dim=1)
     values, indices = probs.topk(k, dim=1)
     return [tuple(Scored(labels[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist(), strict=True))

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from zoo import catalog, checkpoint, hubfiles, registry, weights
+from zoo import catalog, checkpoint, hubfiles, paths, registry, resolver, weights
 from zoo.errors import EntryNotFoundError, RepoNotFoundError, RevisionNotFoundError, close_matches
 from zoo.settings import Settings, get_settings
 from zoo.transfer import export, runs
@@ -90,7 +90,7 @@ class Repo:
 def _cached_blob(data: bytes, weights_dir: Path) -> tuple[Path, str]:
     """(path, sha256) of `data` in the store's content-addressed cache, written atomically if missing."""
     sha = hashlib.sha256(data).hexdigest()
-    folder = weights_dir / ".cache" / "hub"
+    folder = paths.hub_cache(weights_dir)
     path = folder / sha
     if not path.is_file() or path.stat().st_size != len(data):
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def repo(repo_id: str, settings: Settings | None = None) -> Repo:
             raise RepoNotFoundError(f"{repo_id} is a registry tag, but its weights are not in this zoo's store. "
                                     f"{weights.how_to_get(entry.name)}")
         return _tag_repo(entry, stored, settings)
-    if org == RUNS_ORG and runs.exists(name, settings):
+    if org == RUNS_ORG and resolver.run(name, settings) is not None:
         stored = catalog.stored_file(name, settings)
         if stored is not None:
             return _run_repo(name, stored, settings)

@@ -3,7 +3,7 @@
 Building on the meta device and assigning the loaded tensors skips timm's random initialisation
 and any second copy of the weights; a strict check of keys, shapes and dtypes runs before a tensor
 is used. A thread-safe LRU cache bounded by ZOO_MODEL_MEMORY_MB loads each tag once, however many
-requests race for it.
+requests race for it. The engine (`inference.Engine`) owns the process's one cache.
 """
 
 from __future__ import annotations
@@ -96,18 +96,21 @@ class ModelCache:
     things down rather than failing them.
     """
 
-    def __init__(self, budget_bytes: int, loader: Callable[..., nn.Module] = create_model):
+    def __init__(self, budget_bytes: int, loader: Callable[..., nn.Module] = create_model,
+                 canonical: Callable[[str], str] = lambda name: registry.get(name).name):
+        """`loader(name, device=...)` builds a model; `canonical(name)` is the one key of the names it accepts."""
         self.budget_bytes = budget_bytes
         self._loader = loader
+        self._canonical = canonical
         self._lock = threading.Lock()
         self._models: OrderedDict[tuple[str, str], tuple[nn.Module, int]] = OrderedDict()
         self._loading: dict[tuple[str, str], Future[nn.Module]] = {}
         self.loads = 0  # how many times the loader ran (tests and stats)
 
     def get(self, name: str, device: str | torch.device | None = None) -> nn.Module:
-        entry = registry.get(name)
+        canonical = self._canonical(name)
         dev = resolve_device(device)
-        key = (entry.name, str(dev))
+        key = (canonical, str(dev))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -119,7 +122,7 @@ class ModelCache:
         if not owner:
             return future.result()
         try:
-            model = self._loader(entry.name, device=dev)
+            model = self._loader(canonical, device=dev)
         except BaseException as exc:
             with self._lock:
                 del self._loading[key]
@@ -147,19 +150,12 @@ class ModelCache:
         with self._lock:
             return [f"{n}@{d}" for n, d in self._models]
 
+    def forget(self, name: str) -> None:
+        """Drop every device's copy of a model (a deleted run); takes the canonical name, as stored."""
+        with self._lock:
+            for key in [k for k in self._models if k[0] == name]:
+                del self._models[key]
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
-
-
-_cache: ModelCache | None = None
-_cache_lock = threading.Lock()
-
-
-def get(name: str, device: str | torch.device | None = None) -> nn.Module:
-    """A ready model from the process-wide cache (budget: ZOO_MODEL_MEMORY_MB)."""
-    global _cache
-    with _cache_lock:
-        if _cache is None:
-            _cache = ModelCache(get_settings().model_memory_mb * 1024 * 1024)
-    return _cache.get(name, device)

@@ -1,4 +1,12 @@
-"""Frozen runtime settings, read once from the environment."""
+"""Frozen runtime settings, read once from the environment.
+
+How settings travel (one way, everywhere): a service that depends on them takes a last parameter
+`settings: Settings | None = None`, starts with `settings = settings or get_settings()`, and hands that same
+object to every service it calls. None means "the process's settings" (`get_settings()`, cached), which is what
+the UI, the CLI and the HTTP routes use; `app.build_app(settings)`, the engine and tests pass an explicit object
+to run against another weights folder or other limits. Only torchrun's variables (`transfer.distributed`) are
+read from the environment outside this module.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weights for a registry tag: resolve (store -> HF cache -> Hub), verify, store; import and export.
+"""Weights for a registry tag: resolve (store -> HF cache -> Hub), verify, store; import.
 
 Every file is checked against the hash the Hub reports before it enters the store, and against the
 architecture (keys, shapes, dtypes) before a model uses it. Legacy `.pth`/`.bin` checkpoints are
@@ -7,7 +7,6 @@ read only by `import_file`, an explicit user action, through `torch.load(weights
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,27 +171,3 @@ def _legacy_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsIntegrityError(f"{path.name} does not hold a state dict of tensors.")
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
-
-
-def save(model: torch.nn.Module, path: Path, *, entry: ModelEntry, class_names: list[str] | None = None,
-         extra: Mapping[str, str] | None = None) -> Path:  # fmt: skip
-    """Write `model` as a self-describing safetensors file (architecture, base tag, classes, preprocessing)."""
-    num_classes = getattr(model, "num_classes", entry.num_classes)
-    if class_names is not None and len(class_names) != num_classes:
-        raise InvalidArgumentError(f"{len(class_names)} class names for a {num_classes}-class model.")
-    metadata = {
-        "format": "pt",
-        "zoo.arch": entry.arch,
-        "zoo.base": entry.name,
-        "zoo.num_classes": str(num_classes),
-        "zoo.class_names": json.dumps(class_names or []),
-        "zoo.mean": json.dumps(list(entry.mean)),
-        "zoo.std": json.dumps(list(entry.std)),
-        "zoo.input_size": json.dumps(list(entry.test_input_size)),
-        "zoo.crop_pct": str(entry.test_crop_pct),
-        "zoo.crop_mode": entry.crop_mode,
-        "zoo.interpolation": entry.interpolation,
-        **(extra or {}),
-    }
-    checkpoint.save_atomic(model.state_dict(), path, metadata)
-    return Path(path)

@@ -6,11 +6,21 @@ import argparse
 import json
 import sys
 
-from zoo import registry
 from zoo.cli.format import table
 
 
-def _progress(report) -> None:
+def _dataset(dataset) -> None:
+    print(f"{dataset.name}: {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} "
+          "validation images" + (f", {len(dataset.skipped)} skipped" if dataset.skipped else ""), file=sys.stderr)
+    for path, why in dataset.skipped[:20]:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
+
+
+def _start(tag: str, strategy: str) -> None:
+    print(f"  {tag} / {strategy}", file=sys.stderr, flush=True)
+
+
+def _progress(tag: str, strategy: str, report) -> None:
     if report.kind == "epoch":
         print(f"    epoch {report.epoch}/{report.epochs}: loss {report.loss:.4f}  "
               f"train {100 * report.train_acc:5.1f}%  val loss {report.val_loss:.4f}  "
@@ -19,32 +29,18 @@ def _progress(report) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from zoo.transfer import data, heads, lab
+    from zoo.transfer import distributed, grid
     from zoo.transfer.fit import FitConfig
 
-    strategies = [heads.check(s.strip()) for s in args.heads.split(",") if s.strip()]
-    tags = [registry.get(t).name for t in args.models]
+    tags, strategies = grid.check(args.models, args.heads.split(","))
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        patience=args.patience, seed=args.seed)
-    from zoo.transfer import distributed
-
     world = distributed.init(args.device)
     quiet = args.json or not world.is_main  # under torchrun, the main process reports
-    with data.job_folder() as workdir:
-        dataset = data.load(args.data, workdir, val_fraction=args.val_fraction, seed=args.seed)
-        if not quiet:
-            print(f"{dataset.name}: {len(dataset.classes)} classes, {len(dataset.train)} train / "
-                  f"{len(dataset.val)} validation images" + (f", {len(dataset.skipped)} skipped" if dataset.skipped
-                                                              else ""), file=sys.stderr)
-            for path, why in dataset.skipped[:20]:
-                print(f"  skipped {path}: {why}", file=sys.stderr)
-        results = []
-        for tag in tags:
-            for strategy in strategies:
-                if not quiet:
-                    print(f"  {tag} / {strategy}", file=sys.stderr, flush=True)
-                results.append(lab.train(dataset, tag, strategy, config, size=args.size, device=args.device,
-                                         callback=None if quiet else _progress))
+    trained = grid.train(args.data, tags, strategies, config, size=args.size, val_fraction=args.val_fraction,
+                         seed=args.seed, device=args.device, on_dataset=None if quiet else _dataset,
+                         on_start=None if quiet else _start, on_report=None if quiet else _progress)
+    dataset, results = trained.dataset, trained.results
     if not world.is_main:
         return 0
     if args.json:
@@ -57,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
              str(len(r.history.epochs)), r.run_id] for r in results]
     print(table(["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable", "epochs", "run"],
                  rows, right={2, 3, 4, 5, 6, 7}))
-    best = max(results, key=lambda r: r.scores.top1)
+    best = trained.best()
     print(f"\nbest: {best.tag} / {best.strategy}; per-class validation accuracy: "
           + ", ".join(f"{c} {100 * a:.0f}%" for c, a in zip(dataset.classes, best.scores.per_class, strict=True)))
     return 0
@@ -70,14 +66,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for run_id in args.rm:
             print(f"{'deleted' if runs.delete(run_id) else 'no such run'}: {run_id}")
         return 0
-    stored = runs.list_runs()
+    stored = runs.stored()
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("id", "tag", "strategy", "dataset", "classes", "val_top1", "macro_f1",
-                                              "sha256", "created")} for r in stored], indent=1))
+        print(json.dumps([{"id": r.id, "tag": r.tag, "strategy": r.strategy, "dataset": r.dataset,
+                           "classes": list(r.classes), "val_top1": r.val_top1, "macro_f1": r.macro_f1,
+                           "sha256": r.sha256, "created": r.created} for r in stored], indent=1))
         return 0
     print(table(["run", "model", "strategy", "dataset", "classes", "val top-1", "macro-F1"],
-                 [[r["id"], r["tag"], r["strategy"], r["dataset"], str(len(r["classes"])), f"{r['val_top1']:.2f}",
-                   f"{r['macro_f1']:.2f}"] for r in stored], right={4, 5, 6}))
+                [[r.id, r.tag, r.strategy, r.dataset, str(len(r.classes)), f"{r.val_top1:.2f}", f"{r.macro_f1:.2f}"]
+                 for r in stored], right={4, 5, 6}))
     return 0
 
 

@@ -12,6 +12,7 @@ from zoo import models
 from zoo.degradation import results
 from zoo.degradation.data import load
 from zoo.degradation.experiment import Callback, Config, Result, train
+from zoo.errors import StoreError
 from zoo.settings import Settings, get_settings
 
 
@@ -41,8 +42,8 @@ def run(config: Config | None = None, *, device: str | torch.device | None = Non
             job = job_folder(settings)
             work = job.__enter__()
         except OSError as exc:  # the store is a file, full, or read-only: the zip has nowhere to go
-            raise results.StoreError(f"Cannot unpack {Path(config.data).name}: "
-                                     f"{results.why(exc, settings.weights_dir)}.") from None
+            raise StoreError(f"Cannot unpack {Path(config.data).name}: "
+                             f"{results.why(exc, settings.weights_dir)}.") from None
         try:  # an uploaded zip is extracted here, and removed after reading
             tensors = load(config.data, config.size, work, limit=config.limit, seed=config.seed, settings=settings)
         finally:
@@ -53,6 +54,6 @@ def run(config: Config | None = None, *, device: str | torch.device | None = Non
     if store and not (cancel is not None and cancel.is_set()):
         try:
             result.stored = str(results.save(result, settings))
-        except results.StoreError as exc:
+        except StoreError as exc:
             result.store_error = str(exc)
     return result

@@ -4,29 +4,24 @@ at once. Listed newest first and deletable."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from zoo import paths
 from zoo.degradation.experiment import Result
-from zoo.errors import InvalidArgumentError, ZooError
-from zoo.settings import Settings, get_settings
+from zoo.errors import InvalidArgumentError, StoreError
+from zoo.fsutil import atomic_write_json
+from zoo.settings import Settings
 
 KEY = re.compile(r"[0-9a-f]{24}")
 
 
-class StoreError(ZooError, OSError):
-    """A result could not be written (disk full, read-only or not permitted); the message says what to do."""
-
-
 def root(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).weights_dir / "degradation"
+    return paths.degradation(settings)
 
 
 def path(key: str, settings: Settings | None = None) -> Path:
@@ -53,28 +48,11 @@ def save(result: Result, settings: Settings | None = None) -> Path:
         StoreError: the store is full, read-only or not permitted.
     """
     out = path(result.key, settings)
-    tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{result.key}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o644)
-            json.dump(json_safe(result.to_dict()), f, separators=(",", ":"), allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-        tmp = None
-        dirfd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        atomic_write_json(out, json_safe(result.to_dict()), compact=True, allow_nan=False)
     except OSError as exc:
         raise StoreError(f"The experiment's result was not stored: {why(exc, out.parent)}.") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from zoo import archives, images
+from zoo import archives, images, paths
 from zoo.errors import InvalidDatasetError, InvalidImageError
 from zoo.settings import Settings, get_settings
 
@@ -137,7 +137,7 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
 def job_folder(settings: Settings | None = None) -> Iterator[Path]:
     """A temporary folder for one job (an upload's extracted files), removed when the job ends."""
     settings = settings or get_settings()
-    parent = settings.weights_dir / ".cache" / "jobs"
+    parent = paths.jobs(settings)
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
     try:

@@ -1,5 +1,5 @@
-"""One transfer run and a grid of them: load a pretrained tag, replace its head, train what the strategy
-trains (frozen-backbone strategies on cached features), measure it on the validation split, store it."""
+"""One transfer run (`zoo.transfer.grid` trains many): load a pretrained tag, replace its head, train what the
+strategy trains (frozen-backbone strategies on cached features), measure it on the validation split, store it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import hashlib
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from zoo import checkpoint, images, models, registry, weights
-from zoo.errors import ZooError
+from zoo import checkpoint, images, models, paths, registry, weights
+from zoo.errors import OutOfMemoryError
 from zoo.settings import Settings, get_settings
 from zoo.transfer import distributed, heads, runs
 from zoo.transfer.data import Dataset
@@ -37,7 +37,6 @@ class Result:
     feature_seconds: float  # preparing its inputs: the backbone pass (0 with a warm feature cache)
     features_cached: bool  # the backbone features came from the cache
     size: int  # input side in pixels
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         return {"run": self.run_id, "model": self.tag, "strategy": self.strategy,
@@ -75,7 +74,7 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
 
     With the cache warm, no image is even preprocessed."""
     y_train, y_val = _labels(dataset)
-    path = settings.weights_dir / ".cache" / "features" / f"{key}.safetensors"
+    path = paths.feature_cache(settings) / f"{key}.safetensors"
     if path.is_file():
         try:
             t = load_file(str(path))
@@ -97,7 +96,7 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     """Train one (tag, strategy) on `dataset` and store the run.
 
     Raises:
-        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, ZooError (out of memory).
+        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, OutOfMemoryError.
     """
     settings = settings or get_settings()
     config = config or FitConfig()
@@ -148,11 +147,6 @@ def _fit_with_retry(target, model, data, config: FitConfig, dev: torch.device, c
         return fit(target, groups, data, smaller, device=dev, callback=callback, cancel=cancel, world=world)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
-        raise ZooError(f"Out of GPU memory at batch size {config.batch_size} and again at {smaller.batch_size}: "
-                       "use a smaller --batch-size or --size, or a lighter strategy.") from None
-
-
-def grid(dataset: Dataset, tags: list[str], strategies: list[str], config: FitConfig | None = None,
-         **kwargs: Any) -> list[Result]:
-    """Every (tag, strategy) pair, tags outermost (so a tag's cached features serve all its frozen heads)."""
-    return [train(dataset, t, s, config, **kwargs) for t in tags for s in strategies]
+        raise OutOfMemoryError(f"Out of GPU memory at batch size {config.batch_size} and again at "
+                               f"{smaller.batch_size}: use a smaller --batch-size or --size, or a lighter "
+                               "strategy.") from None

@@ -1,11 +1,9 @@
 """The "Why residual?" tab: train plain and residual networks side by side and watch the degradation
-problem happen. Wiring only: the experiment runs in `zoo.degradation.lab` on a worker thread that reports
-through a queue; what is drawn comes from `zoo.degradation.report`."""
+problem happen. Wiring only: the experiment runs in `zoo.degradation.lab` on a worker thread (`zoo.ui.relay`);
+what is drawn comes from `zoo.degradation.report`."""
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +15,9 @@ from zoo import accel
 from zoo.degradation import lab, report, results
 from zoo.degradation.data import DIGITS
 from zoo.degradation.experiment import Config, Result
-from zoo.errors import InvalidArgumentError, ZooError
+from zoo.errors import InvalidArgumentError
+from zoo.ui.relay import relay
+from zoo.ui.wiring import user_errors
 
 DATA_DIGITS = "Built-in handwritten digits (1,797 images, offline)"
 DATA_CIFAR = "CIFAR-10 (from the Hugging Face Hub)"
@@ -61,62 +61,35 @@ def _config(source: str, upload: str | None, depths: list[int] | None, shortcut:
 def run_experiment(source: str, upload: str | None, depths: list[int] | None, shortcut: str, epochs: float,
                    size: float, retrain: bool) -> Iterator[tuple]:
     """Train (or recall) the experiment, streaming the training-error curves; the last update has everything."""
-    try:
-        config = _config(source, upload, depths, shortcut, epochs, size)
-        events: queue.Queue = queue.Queue()
-        cancel = threading.Event()
-        worker = threading.Thread(target=_work, args=(events, cancel, config, retrain), name="zoo-degradation",
-                                  daemon=True)
-        worker.start()
-        yield from _relay(events, cancel)
-    except ZooError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+    config = _config(source, upload, depths, shortcut, epochs, size)
 
+    def job(emit, cancel) -> Result:
+        return lab.run(config, callback=lambda r: emit("report", r), cancel=cancel, reuse=not retrain)
 
-def _work(events: queue.Queue, cancel: threading.Event, config: Config, retrain: bool) -> None:
-    try:
-        events.put(("result", lab.run(config, callback=lambda r: events.put(("report", r)), cancel=cancel,
-                                       reuse=not retrain)))
-    except BaseException as exc:  # reported to the page; the app keeps serving
-        events.put(("error", exc))
-
-
-def _relay(events: queue.Queue, cancel: threading.Event) -> Iterator[tuple]:
     errors: list[list[float]] = []
     last = 0.0
-    try:
-        while True:
-            kind, payload = events.get()
-            if kind == "report":
-                rep = payload
-                if not errors:
-                    errors = [[] for _ in rep.names]
-                if rep.kind == "step":
-                    for series, e in zip(errors, rep.error, strict=True):
-                        series.append(e)
-                if time.monotonic() - last < REDRAW_S and rep.step < rep.steps:
-                    continue
-                last = time.monotonic()
-                names = list(rep.names)
-                kinds = ["residual" if n.startswith("ResNet") else "plain" for n in names]
-                per_epoch = max(1, rep.steps // rep.epochs)
-                chart = report.training_curves(names, kinds, [int(n.split("-")[1]) for n in names],
-                                                          errors, per_epoch, rep.steps, "Training error (live)")
-                cells = ", ".join(f"{n} {100 * e:.1f}%" for n, e in zip(names, rep.error, strict=True))
-                status = (f"Epoch {rep.epoch} of {rep.epochs}, step {rep.step} of {rep.steps} · "
-                          f"{rep.images_per_s:,.0f} images/s per network · about {rep.eta_s:.0f} s left\n\n"
-                          f"Last batch's training error: {cells}")
-                yield status, chart, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            elif kind == "result":
-                yield show(payload)
-                return
-            elif kind == "error":
-                if isinstance(payload, ZooError):
-                    raise payload
-                raise gr.Error(f"The experiment failed ({type(payload).__name__}: {str(payload)[:200]}); the app is "
-                               "still running.", print_exception=False)
-    finally:
-        cancel.set()  # the page left or Cancel was pressed: the worker stops at its next step
+    for kind, rep in relay(job, "zoo-degradation"):
+        if kind == "done":
+            yield show(rep)
+            return
+        if not errors:
+            errors = [[] for _ in rep.names]
+        if rep.kind == "step":
+            for series, e in zip(errors, rep.error, strict=True):
+                series.append(e)
+        if time.monotonic() - last < REDRAW_S and rep.step < rep.steps:
+            continue
+        last = time.monotonic()
+        names = list(rep.names)
+        kinds = ["residual" if n.startswith("ResNet") else "plain" for n in names]
+        per_epoch = max(1, rep.steps // rep.epochs)
+        chart = report.training_curves(names, kinds, [int(n.split("-")[1]) for n in names],
+                                       errors, per_epoch, rep.steps, "Training error (live)")
+        cells = ", ".join(f"{n} {100 * e:.1f}%" for n, e in zip(names, rep.error, strict=True))
+        status = (f"Epoch {rep.epoch} of {rep.epochs}, step {rep.step} of {rep.steps} · "
+                  f"{rep.images_per_s:,.0f} images/s per network · about {rep.eta_s:.0f} s left\n\n"
+                  f"Last batch's training error: {cells}")
+        yield status, chart, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
 
 def show(result: Result) -> tuple:
@@ -152,11 +125,7 @@ def delete_stored(key: str) -> tuple[Any, str]:
     if not results.KEY.fullmatch(key):
         raise gr.Error("Pick a stored experiment first: open Stored experiments and click its row.",
                        print_exception=False)
-    try:
-        gone = results.delete(key)
-    except ZooError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
-    if not gone:
+    if not results.delete(key):
         raise gr.Error(f"No stored experiment {key!r}; pick one from the table.", print_exception=False)
     return stored_table(), f"Deleted {key}."
 
@@ -165,8 +134,8 @@ def pick_stored(evt: gr.SelectData) -> str:
     return str(evt.row_value[0])
 
 
-def build_tab() -> gr.Dataframe:
-    """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the stored table."""
+def build_tab(demo: gr.Blocks) -> None:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
@@ -208,13 +177,13 @@ def build_tab() -> gr.Dataframe:
     outputs = [status, curves, table, responses, grads, stored, chosen]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), source, upload, api_name="degradation_source",
                   api_visibility="private", queue=False)
-    event = go.click(accel.gpu(run_experiment, duration=300), [source, upload, depths, shortcut, epochs, size,
-                                                               retrain], outputs,
+    event = go.click(accel.gpu(user_errors(run_experiment), duration=300),
+                     [source, upload, depths, shortcut, epochs, size, retrain], outputs,
                      api_name="degradation", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
     stop.click(lambda: "**Cancelled.** A run in progress stops at its next step and nothing from it is kept; "
                "press Train to start again.", None, status,
                cancels=[event], api_name="cancel_degradation", api_visibility="private", queue=False)
     stored.select(pick_stored, None, chosen, api_name="pick_degradation", api_visibility="private", queue=False)
-    show_btn.click(open_stored, chosen, outputs, api_name="degradation_result")
-    remove.click(delete_stored, chosen, [stored, removed], api_name="delete_degradation")
-    return stored
+    show_btn.click(user_errors(open_stored), chosen, outputs, api_name="degradation_result")
+    remove.click(user_errors(delete_stored), chosen, [stored, removed], api_name="delete_degradation")
+    demo.load(user_errors(stored_table), None, stored, api_name="degradation_runs", queue=False)

@@ -1,21 +1,21 @@
 """The Transfer lab tab: pick data, tags and strategies; train with live curves; compare; keep or delete
-runs. Wiring only: training runs in `zoo.transfer.lab` on a worker thread that reports through a queue."""
+runs. Wiring only: the grid trains in `zoo.transfer.grid` on a worker thread (`zoo.ui.relay`)."""
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from zoo import accel
-from zoo.errors import InvalidArgumentError, ZooError
-from zoo.transfer import data, lab, runs, serve
+from zoo import accel, inference
+from zoo.errors import InvalidArgumentError
+from zoo.transfer import data, grid, lab, runs
 from zoo.transfer.fit import FitConfig
 from zoo.ui import transfer_views, views
+from zoo.ui.relay import relay
+from zoo.ui.wiring import user_errors
 
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
 UPLOAD = "My zip of class folders"
@@ -42,80 +42,46 @@ def _lines(curves: list[dict]) -> Any:
 def train_lab(source: str, upload: str | None, tags: list[str] | None, strategies: list[str] | None,
               epochs: float, size: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     """Train every (tag, strategy) on the data, streaming curves; the last update has the comparison."""
-    try:
-        if not tags or not strategies:
-            raise InvalidArgumentError("Pick at least one model and one strategy.")
-        if source == UPLOAD and not upload:
-            raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
-        events: queue.Queue = queue.Queue()
-        cancel = threading.Event()
-        config = FitConfig(epochs=int(epochs))
-        worker = threading.Thread(target=_work, args=(events, cancel, source, upload, tags, strategies, config,
-                                                      int(size) or None), name="zoo-transfer", daemon=True)
-        worker.start()
-        yield from _relay(events, cancel, progress)
-    except ZooError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+    grid.check(tags or [], strategies or [])
+    if source == UPLOAD and not upload:
+        raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
+    config = FitConfig(epochs=int(epochs))
 
+    def job(emit, cancel) -> grid.Grid:
+        return grid.train(data.DIGITS if source == DIGITS else upload, tags, strategies, config,
+                          size=int(size) or None, cancel=cancel, on_dataset=lambda d: emit("dataset", d),
+                          on_report=lambda t, s, r: emit("report", (t, s, r)), on_result=lambda r: emit("result", r))
 
-def _work(events, cancel, source, upload, tags, strategies, config, size) -> None:
-    try:
-        with data.job_folder() as job:
-            dataset = data.load(data.DIGITS if source == DIGITS else upload, job)
-            events.put(("dataset", dataset))
-            for tag in tags:
-                for strategy in strategies:
-                    def report(r, tag=tag, strategy=strategy):
-                        events.put(("report", (tag, strategy, r)))
-
-                    events.put(("result", lab.train(dataset, tag, strategy, config, size=size, callback=report,
-                                                    cancel=cancel)))
-    except BaseException as exc:  # reported to the page; the app keeps serving
-        events.put(("error", exc))
-    finally:
-        events.put(("done", None))
-
-
-def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) -> Iterator[tuple]:
     curves: list[dict] = []
     results: list[lab.Result] = []
     status = "Preparing the data…"
-    try:
-        while True:
-            kind, payload = events.get()
-            if kind == "dataset":
-                skipped = f" {len(payload.skipped)} unreadable file(s) skipped." if payload.skipped else ""
-                status = (f"**{payload.name}**: {len(payload.classes)} classes, {len(payload.train)} training and "
-                          f"{len(payload.val)} validation images.{skipped}")
-            elif kind == "report":
-                tag, strategy, rep = payload
-                progress((rep.step, rep.steps), desc=f"{tag} · {strategy}: epoch {rep.epoch}/{rep.epochs}, "
-                                                     f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
-                if rep.kind != "epoch":
-                    continue
-                curves.append(transfer_views.curve_row(tag, strategy, rep))
-            elif kind == "result":
-                results.append(payload)
-            elif kind == "error":
-                if isinstance(payload, ZooError):
-                    raise payload
-                raise gr.Error(f"Training failed ({type(payload).__name__}: {str(payload)[:200]}); the app is "
-                               "still running.", print_exception=False)
-            elif kind == "done":
-                break
-            yield _outputs(status, curves, results, final=False)
-        yield _outputs(status, curves, results, final=True)
-    finally:
-        cancel.set()  # the page left or Cancel was pressed: the worker stops at its next step
+    for kind, payload in relay(job, "zoo-transfer"):
+        if kind == "dataset":
+            skipped = f" {len(payload.skipped)} unreadable file(s) skipped." if payload.skipped else ""
+            status = (f"**{payload.name}**: {len(payload.classes)} classes, {len(payload.train)} training and "
+                      f"{len(payload.val)} validation images.{skipped}")
+        elif kind == "report":
+            tag, strategy, rep = payload
+            progress((rep.step, rep.steps), desc=f"{tag} · {strategy}: epoch {rep.epoch}/{rep.epochs}, "
+                                                 f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
+            if rep.kind != "epoch":
+                continue
+            curves.append(transfer_views.curve_row(tag, strategy, rep))
+        elif kind == "result":
+            results.append(payload)
+        else:  # done
+            break
+        yield _outputs(status, curves, results, final=False)
+    yield _outputs(status, curves, results, final=True)
 
 
 def _outputs(status: str, curves: list[dict], results: list[lab.Result], final: bool) -> tuple:
-    grid = transfer_views.grid(results)
+    table = transfer_views.grid(results)
     if not final or not results:
-        return status, _lines(curves), grid, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return status, _lines(curves), table, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     best = max(results, key=lambda r: r.scores.top1)
     done = f"{status}\n\nBest: **{best.tag} · {best.strategy}**, {100 * best.scores.top1:.1f}% validation top-1."
-    return (done, _lines(curves), grid, transfer_views.tradeoff(results), transfer_views.confusion(best),
+    return (done, _lines(curves), table, transfer_views.tradeoff(results), transfer_views.confusion(best),
             transfer_views.per_class(best), transfer_views.stored(), gr.update(choices=picker_choices()))
 
 
@@ -132,10 +98,9 @@ def stored_runs() -> Any:
 def delete_run(run_id: str) -> tuple[Any, Any, str]:
     """Delete a stored run (its model file and record)."""
     run_id = (run_id or "").strip()
-    if not run_id or not runs.exists(run_id):
-        raise gr.Error(f"No stored run {run_id!r}; pick one from the table.", print_exception=False)
-    runs.delete(run_id)
-    serve.forget(run_id)
+    if not runs.RUN_ID.fullmatch(run_id) or not runs.delete(run_id):
+        raise InvalidArgumentError(f"No stored run {run_id!r}; pick one from the table.")
+    inference.engine().forget(run_id)
     return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
 
 
@@ -143,8 +108,9 @@ def pick_run(evt: gr.SelectData) -> str:
     return str(evt.row_value[0])
 
 
-def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
-    """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the stored-runs table."""
+def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab); `classify_model` is the Classify
+    tab's picker, refreshed when runs come and go."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column():
@@ -165,7 +131,7 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
             curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch")
             trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
                                    label="Validation top-1 against training time")
-    grid = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
+    grid_table = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
     with gr.Row():
         confusion = gr.Dataframe(label="Confusion matrix of the best run (rows: true class)", interactive=False)
         per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run")
@@ -176,10 +142,11 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
             remove = gr.Button("Delete run", variant="stop", scale=1)
         removed = gr.Markdown()
 
-    train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
-                           [status, curves, grid, trade, confusion, per_class, stored, classify_model],
+    train_event = go.click(accel.gpu(user_errors(train_lab), duration=300),
+                           [source, upload, tags, strategies, epochs, size],
+                           [status, curves, grid_table, trade, confusion, per_class, stored, classify_model],
                            api_name="train", concurrency_id="heavy", concurrency_limit=1)
     stop.click(None, None, None, cancels=[train_event], api_name="cancel_training", api_visibility="private")
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
-    remove.click(delete_run, chosen, [stored, classify_model, removed], api_name="delete_run")
-    return stored
+    remove.click(user_errors(delete_run), chosen, [stored, classify_model, removed], api_name="delete_run")
+    demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)

@@ -7,40 +7,18 @@ import pandas as pd
 from zoo.transfer import runs
 from zoo.transfer.fit import Report
 from zoo.transfer.lab import Result
-from zoo.ui.views import arch_title
 
 GRID_COLUMNS = ["model", "strategy", "val top-1", "macro-F1", "train s", "features s", "trainable params",
                 "epochs", "run"]
 
 
-def run_label(run: dict) -> str:
-    return f"Fine-tuned · {run['tag']} · {run['strategy']} on {run['dataset']} · {run['val_top1']:.1f}%"
+def run_label(run: runs.Run) -> str:
+    return f"Fine-tuned · {run.tag} · {run.strategy} on {run.dataset} · {run.val_top1:.1f}%"
 
 
 def run_choices() -> list[tuple[str, str]]:
     """(label, run id) of every stored run, newest first, for the Classify model picker."""
-    return [(run_label(r), r["id"]) for r in runs.list_runs()]
-
-
-def run_card(run: dict) -> str:
-    from zoo import registry
-
-    base = registry.get(run["tag"])
-    classes = ", ".join(run["classes"][:20]) + (" …" if len(run["classes"]) > 20 else "")
-    pre = run["preprocessing"]
-    return "\n".join([
-        f"### {run['id']}",
-        f"Fine-tuned from **{run['tag']}** ({arch_title(base.arch)}) with the **{run['strategy']}** strategy "
-        f"on {run['dataset']}.",
-        "",
-        f"- **Classes** ({len(run['classes'])}): {classes}",
-        f"- **Validation**: top-1 {run['val_top1']:.2f}%, macro-F1 {run['macro_f1']:.2f}% "
-        f"(best of {run['epochs']} epochs: {run['best_epoch']})",
-        f"- **Trained**: {run['trainable_params']:,} parameters in {run['train_s']:.1f} s",
-        f"- **Input**: {pre['size']} px, mean {tuple(pre['mean'])} std {tuple(pre['std'])}",
-        f"- **Download**: [`{run['id']}.safetensors`](/api/models/{run['id']}/weights) · "
-        f"[card as JSON](/api/models/{run['id']})",
-    ])
+    return [(run_label(r), r.id) for r in runs.stored()]
 
 
 def grid(results: list[Result]) -> pd.DataFrame:

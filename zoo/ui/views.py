@@ -11,7 +11,9 @@ from zoo.compare import Comparison
 from zoo.evaluate import Evaluation
 from zoo.inference import Prediction
 from zoo.registry import ModelEntry
+from zoo.resolver import Resolved
 from zoo.settings import Settings, get_settings
+from zoo.transfer.runs import Run
 
 ROBUSTNESS = (("imagenet-real", "ReaL"), ("imagenetv2", "V2"), ("sketch", "Sketch"),
               ("imagenet-r", "IN-R"), ("imagenet-a", "IN-A"))
@@ -78,6 +80,29 @@ def download_links(entry: ModelEntry, settings: Settings | None = None) -> str:
             f"Hub mirror: `/{entry.hf_hub_id}/resolve/main/{entry.hf_filename}`")
 
 
+def card_of(target: Resolved) -> str:
+    """The card of whatever a name resolved to: a registry tag's, or a fine-tuned run's."""
+    return run_card(target) if isinstance(target, Run) else card(target)
+
+
+def run_card(run: Run) -> str:
+    classes = ", ".join(run.classes[:20]) + (" …" if len(run.classes) > 20 else "")
+    pre = run.preprocessing
+    return "\n".join([
+        f"### {run.id}",
+        f"Fine-tuned from **{run.tag}** ({arch_title(run.base.arch)}) with the **{run.strategy}** strategy "
+        f"on {run.dataset}.",
+        "",
+        f"- **Classes** ({len(run.classes)}): {classes}",
+        f"- **Validation**: top-1 {run.val_top1:.2f}%, macro-F1 {run.macro_f1:.2f}% "
+        f"(best of {run.epochs} epochs: {run.best_epoch})",
+        f"- **Trained**: {run.trainable_params:,} parameters in {run.train_s:.1f} s",
+        f"- **Input**: {pre.size} px, mean {tuple(pre.mean)} std {tuple(pre.std)}",
+        f"- **Download**: [`{run.id}.safetensors`](/api/models/{run.id}/weights) · "
+        f"[card as JSON](/api/models/{run.id})",
+    ])
+
+
 def top_label(pred: Prediction) -> dict[str, float]:
     """{class name: probability} for gr.Label; a name two classes share gets its synset."""
     counts = Counter(s.label.name for s in pred.top)
@@ -86,8 +111,9 @@ def top_label(pred: Prediction) -> dict[str, float]:
 
 
 def latency(pred: Prediction) -> str:
+    run = " (a fine-tuned run)" if pred.kind == "finetuned" else ""
     return (f"**{pred.latency_ms:.1f} ms** forward pass on {pred.device} ({pred.backend}, "
-            f"batch of {pred.batch_size}).")
+            f"batch of {pred.batch_size}){run}.")
 
 
 def comparison_table(cmp: Comparison) -> pd.DataFrame:

@@ -1,0 +1,93 @@
+"""Leader/follower batching of requests for one runner: concurrent callers share forward passes, and an idle
+runner adds no thread hand-off (the first caller runs the model in its own thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+
+from zoo import backends
+
+
+@dataclass
+class _Request:
+    batch: torch.Tensor
+    future: Future
+
+
+_LEAD = object()  # a request's future resolves to this when its thread must run the next batch
+
+
+class Slot:
+    """A runner for one (tag, device), and leader/follower batching of the requests for it.
+
+    The first request to find the runner idle runs it in its own thread (no hand-off to a worker
+    thread, so an idle server adds no latency). Requests that arrive meanwhile queue up; when the
+    running batch ends, the oldest queued request's thread becomes the leader and runs everything
+    queued (up to max_batch images, waiting at most wait_s for company) as one batch.
+    """
+
+    def __init__(self, key: str, device: str, runner: backends.Runner, max_batch: int, wait_s: float):
+        self.key, self.device, self.runner, self.max_batch, self.wait_s = key, device, runner, max_batch, wait_s
+        self._lock = threading.Lock()
+        self._queue: list[_Request] = []
+        self._busy = False
+
+    def submit(self, batch: torch.Tensor) -> Future:
+        """Queue a batch; the returned future holds (logits, latency_ms, batch_size, backend).
+
+        The caller's thread may run the model (and other callers' batches) before this returns.
+        """
+        request = _Request(batch, Future())
+        with self._lock:
+            self._queue.append(request)
+            lead = not self._busy
+            self._busy = True
+        if lead:
+            self._lead()
+        elif request.future.result() is _LEAD:  # waits for another thread, possibly to hand the lead over
+            request.future = Future()
+            self._lead()
+        return request.future
+
+    def _lead(self) -> None:
+        if self.wait_s > 0:
+            time.sleep(self.wait_s)  # let concurrent requests join this batch
+        with self._lock:
+            taken, n = [], 0
+            for r in self._queue:
+                if taken and n + r.batch.shape[0] > self.max_batch:
+                    break
+                taken.append(r)
+                n += r.batch.shape[0]
+            del self._queue[:len(taken)]
+        self._run(taken)
+        with self._lock:
+            if self._queue:
+                heir = self._queue[0]
+            else:
+                heir = None
+                self._busy = False
+        if heir is not None:
+            heir.future.set_result(_LEAD)
+
+    def _run(self, taken: list[_Request]) -> None:
+        runner = self.runner  # read once: a faster runner may be swapped in between batches
+        try:
+            x = taken[0].batch if len(taken) == 1 else torch.cat([r.batch for r in taken])
+            start = time.perf_counter()
+            logits = runner(x)
+            ms = (time.perf_counter() - start) * 1000
+        except BaseException as exc:  # every caller in the batch gets the error; the slot stays usable
+            for r in taken:
+                r.future.set_exception(exc)
+            return
+        i = 0
+        for r in taken:
+            n = r.batch.shape[0]
+            r.future.set_result((logits[i:i + n], ms, x.shape[0], runner.name))
+            i += n

@@ -1,0 +1,46 @@
+"""The weights folder's layout, in one place. Everything the zoo writes lives under `ZOO_WEIGHTS_DIR`:
+
+    <weights>/                   the weight store: <tag>.safetensors and their records (`store.Store`)
+    <weights>/runs/<id>/         fine-tuned transfer runs: run.json + model.safetensors (`transfer.runs`)
+    <weights>/degradation/       the degradation lab's stored results (`degradation.results`)
+    <weights>/.cache/onnx/       ONNX graphs exported for the CPU fast path (`backends`, `inference`)
+    <weights>/.cache/features/   backbone features of frozen-backbone transfer runs (`transfer.lab`)
+    <weights>/.cache/jobs/       one temporary folder per job, e.g. an extracted upload (`transfer.data`)
+    <weights>/.cache/hub/        the Hub mirror's generated files (`mirror`)
+
+Caches can be deleted at any time; runs and results are what users made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.settings import Settings, get_settings
+
+
+def _root(settings: Settings | None) -> Path:
+    return (settings or get_settings()).weights_dir
+
+
+def runs(settings: Settings | None = None) -> Path:
+    return _root(settings) / "runs"
+
+
+def degradation(settings: Settings | None = None) -> Path:
+    return _root(settings) / "degradation"
+
+
+def onnx_cache(settings: Settings | None = None) -> Path:
+    return _root(settings) / ".cache" / "onnx"
+
+
+def feature_cache(settings: Settings | None = None) -> Path:
+    return _root(settings) / ".cache" / "features"
+
+
+def jobs(settings: Settings | None = None) -> Path:
+    return _root(settings) / ".cache" / "jobs"
+
+
+def hub_cache(weights_dir: Path) -> Path:
+    return weights_dir / ".cache" / "hub"

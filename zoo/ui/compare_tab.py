@@ -1,0 +1,71 @@
+"""The Compare depths tab: one image through many tags side by side, accuracy against cost, and an evaluation
+of the chosen tags on the user's labelled zip. Wiring only: every handler calls a service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from zoo import accel, compare, evaluate
+from zoo.errors import InvalidArgumentError
+from zoo.ui import views
+from zoo.ui.classify_tab import IMAGE_SOURCES
+from zoo.ui.wiring import image as _image
+from zoo.ui.wiring import ready, user_errors
+
+
+@user_errors
+@accel.gpu
+def compare_depths(image: str | None, models: list[str] | None, progress: gr.Progress = gr.Progress()):
+    """Side-by-side predictions, costs, agreement, and accuracy-vs-cost points for the chosen tags."""
+    tags = models or compare.default_tags()
+    path = _image(image)
+    ready(tags, progress)
+    cmp = compare.compare(path, tags)
+    cost, speed = views.scatter_frames(cmp)
+    return views.comparison_table(cmp), views.agreement(cmp), cost, speed
+
+
+@user_errors
+@accel.gpu
+def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Progress = gr.Progress()):
+    """Top-1/top-5 of each chosen tag on a zip of class folders."""
+    if not dataset:
+        raise InvalidArgumentError("Upload a .zip of class folders (named by synset or ImageNet class) first.")
+    tags = models or compare.default_tags()
+    ready(tags, progress)
+    ev = evaluate.evaluate(Path(dataset), tags,
+                           progress=lambda done, total: progress((done, total), desc="Evaluating", unit="images"))
+    return views.evaluation_table(ev), views.evaluation_note(ev)
+
+
+def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> None:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            cmp_image = gr.Image(type="filepath", image_mode=None, sources=IMAGE_SOURCES, label="Image", height=260)
+            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example")
+        with gr.Column(scale=2):
+            cmp_models = gr.Dropdown(choices, value=compare.default_tags(), multiselect=True, allow_custom_value=True,
+                                     label="Models", info="Default: the depth ladder and ResNeXt-50.")
+            cmp_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            cmp_agree = gr.Markdown(label="Agreement")
+    cmp_table = gr.Dataframe(label="Side by side", interactive=False, elem_id="compare-table")
+    with gr.Row():
+        cost_plot = gr.ScatterPlot(x="GMACs", y="published top-1", color="set", tooltip=["model"],
+                                   label="Published top-1 vs GMACs (every tag)")
+        speed_plot = gr.ScatterPlot(x="latency (ms)", y="published top-1", color="set",
+                                    tooltip=["model"], label="Published top-1 vs latency measured here")
+    with gr.Accordion("Evaluate the chosen models on your labelled images", open=False):
+        gr.Markdown("A .zip of class folders, each named by its WordNet synset (`n02123045`) or "
+                    "ImageNet class name (`tabby`). Unreadable images are skipped and listed.")
+        dataset = gr.File(file_types=[".zip"], label="Labelled zip")
+        eval_run = gr.Button("Evaluate")
+        eval_table = gr.Dataframe(interactive=False, label="Accuracy here")
+        eval_note = gr.Markdown(label="Dataset")
+
+    cmp_run.click(compare_depths, [cmp_image, cmp_models], [cmp_table, cmp_agree, cost_plot, speed_plot],
+                  api_name="compare", **heavy)
+    eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note], api_name="evaluate", **heavy)

@@ -1,0 +1,56 @@
+"""The Model zoo tab: every tag with its published results, its card, and fetching its weights. Wiring only:
+every handler calls a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from zoo import registry, resolver
+from zoo.ui import views
+from zoo.ui.wiring import download_bar, user_errors
+
+
+@user_errors
+def catalog() -> Any:
+    """Every registry tag with its published results, license and whether its weights are here."""
+    return views.zoo_table()
+
+
+def pick_row(evt: gr.SelectData) -> str:
+    return str(evt.row_value[0]).removesuffix(" ★")
+
+
+@user_errors
+def zoo_card(model: str) -> str:
+    """The card of the tag picked in the Model zoo table."""
+    if not model:
+        return "Select a row to see its card."
+    entry = registry.get(model)
+    return views.card(entry) + "\n\n" + views.download_links(entry)
+
+
+@user_errors
+def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
+    """Download a tag's weights into the store (from the Hub, with a progress bar) and refresh the views."""
+    entry = registry.get(model)
+    resolver.fetch(entry.name, progress=download_bar(progress, entry.name))
+    gr.Info(f"{entry.name} is on this machine.")
+    return zoo_card(entry.name), views.zoo_table()
+
+
+def build_tab(demo: gr.Blocks) -> None:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
+    zoo_table = gr.Dataframe(interactive=False, show_search="search", max_height=520,
+                             label="Every tag: click a row for its card", elem_id="zoo-table")
+    with gr.Row():
+        picked = gr.Textbox(label="Model", placeholder="click a row, or type a tag", scale=3, elem_id="zoo-picked")
+        fetch = gr.Button("Fetch weights", scale=1)
+    zoo_card_md = gr.Markdown(label="Model card")
+
+    demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
+    zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
+    picked.change(zoo_card, picked, zoo_card_md, api_name="zoo_card", queue=False)
+    fetch.click(fetch_weights, picked, [zoo_card_md, zoo_table], api_name="fetch", concurrency_id="fetch",
+                concurrency_limit=2)
