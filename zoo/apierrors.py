@@ -26,7 +26,9 @@ from zoo.errors import (
     ConfigError,
     HubLookupError,
     InvalidArgumentError,
+    StoreError,
     UnknownModelError,
+    WeightsCorruptError,
     WeightsIntegrityError,
     WeightsUnavailableError,
     ZooError,
@@ -36,7 +38,9 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 _CODES: list[tuple[type[ZooError], int, str]] = [
     (UnknownModelError, 404, "unknown_model"),
     (WeightsUnavailableError, 404, "weights_not_local"),
+    (WeightsCorruptError, 503, "weights_changed_on_disk"),
     (WeightsIntegrityError, 409, "weights_corrupt"),
+    (StoreError, 503, "store_not_writable"),
     (InvalidArgumentError, 400, "invalid_argument"),
     (ConfigError, 500, "misconfigured"),
 ]

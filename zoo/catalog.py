@@ -31,6 +31,10 @@ class StoredFile:
     def filename(self) -> str:
         return f"{self.name}.safetensors"
 
+    def recheck(self) -> None:
+        """Check the file again (after it was seen to differ: it is moved aside, WeightsCorruptError)."""
+        stored_file(self.name)
+
 
 def safe_file(path: Path, root: Path, size: int) -> tuple[Path, float] | None:
     """(real path, mtime) of `path` if it is a regular file directly in a real folder of `root` with
@@ -146,22 +150,26 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
 def stored_file(name: str, settings: Settings | None = None) -> StoredFile | None:
     """The file for a registry name or a transfer run's id if it is complete and safe to serve, else None.
 
-    Safe: a regular file (not a symlink) in a real folder of the store, whose size matches its record.
+    Safe: a regular file (not a symlink) in a real folder of the store, whose bytes are the recorded ones
+    now (`zoo.integrity`: re-hashed whenever the file changed since it was last checked).
+
+    Raises:
+        WeightsCorruptError: the file changed on disk (it was moved aside where the store is writable).
     """
     settings = settings or get_settings()
     if runs.exists(name, settings):
-        record = runs.get(name, settings)
-        found = safe_file(runs.folder(name, settings) / runs.MODEL_FILE, runs.root(settings), record.get("size", -1))
-        return StoredFile(name, found[0], record["sha256"], record["size"], _commit(record["sha256"]),
-                          found[1]) if found else None
+        record, checked = runs.get(name, settings), runs.checked(name, settings)
+        found = checked and safe_file(checked.path, runs.root(settings), checked.size)
+        return StoredFile(name, found[0], checked.sha256, checked.size, _commit(checked.sha256),
+                          checked.mtime) if found else None
     entry = registry.get(name)
     st = weights.store(settings)
-    record = st.record(entry.name)
-    found = safe_file(st.weights_path(entry.name), st.root, record.size) if record else None
-    if record is None or found is None:
+    record, checked = st.record(entry.name), st.checked(entry.name)
+    found = checked and safe_file(checked.path, st.root, checked.size)
+    if record is None or not found:
         return None
-    return StoredFile(entry.name, found[0], record.sha256, record.size, record.commit or _commit(record.sha256),
-                      found[1])
+    return StoredFile(entry.name, found[0], checked.sha256, checked.size,
+                      record.commit or _commit(checked.sha256), checked.mtime)
 
 
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
