@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from zoo import backends, images, models, registry, weights
+from zoo import backends, images, loaded, models, registry, weights
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
@@ -182,6 +182,8 @@ class Engine:
         entry = self.check(name)
         dev = models.resolve_device(device or self.settings.device)
         key = f"{entry.name}@{dev}"
+        if loaded.stale(self, key, entry.name, self.settings):  # its file was replaced or removed (#13)
+            self._slots.pop(key, None), self.cache.clear()
         with self._lock:
             if key in self._slots:
                 return self._slots[key]
