@@ -49,41 +49,15 @@ class WeightFileResponse(FileResponse):
     one that does not parse, ignored (RFC 9110 §14.2) instead of a 400; no satisfiable range → our 416.
 
     A whole-file body is hashed as it is sent (reading and hashing the next chunk in a thread while this one
-    is written) and its last empty frame is sent only when the digest is `sha256`; otherwise the connection
-    is broken off, so no client takes a corrupted body for a complete one, and `condemn` runs."""
+    is written) and its last chunk is sent only when the digest is `sha256`; otherwise the connection is
+    broken off short of Content-Length, so no client takes a corrupted body for a complete one, and
+    `condemn` runs."""
 
     chunk_size = CHUNK
 
     def __init__(self, *args, sha256: str, condemn: Callable[[str], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.sha256, self.condemn = sha256, condemn
-
-    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
-        if send_header_only:
-            return await super()._handle_simple(send, True, False)
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        loop = asyncio.get_running_loop()
-        digest = hashlib.sha256()
-        with open(self.path, "rb", buffering=0) as f:
-            durable.fault("serve-opened")
-
-            def step() -> bytes:
-                chunk = f.read(self.chunk_size)
-                digest.update(chunk)
-                return chunk
-
-            following = loop.run_in_executor(None, step)
-            while chunk := await following:
-                following = loop.run_in_executor(None, step)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        actual = digest.hexdigest()
-        if actual != self.sha256:
-            log.error("%s: the bytes sent hash to %s, not %s; connection broken off", self.path, actual[:16],
-                      self.sha256[:16])
-            if self.condemn is not None:
-                self.condemn(actual)
-            raise DigestMismatch(f"{self.path.name}: sent bytes do not match the ETag")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Headers(scope=scope)
@@ -105,6 +79,40 @@ class WeightFileResponse(FileResponse):
             except MalformedRangeHeader:
                 pass
         await super().__call__(scope, receive, send)
+
+    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
+        if send_header_only:
+            return await super()._handle_simple(send, True, False)
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        loop = asyncio.get_running_loop()
+        digest = hashlib.sha256()
+        with open(self.path, "rb", buffering=0) as f:
+            durable.fault("serve-opened")
+
+            def step() -> bytes:
+                chunk = f.read(self.chunk_size)
+                digest.update(chunk)
+                return chunk
+
+            size, sent = os.fstat(f.fileno()).st_size, 0
+            following = loop.run_in_executor(None, step)
+            while True:
+                chunk = await following
+                sent += len(chunk)
+                if not chunk or sent >= size:  # the last chunk waits for the digest
+                    break
+                following = loop.run_in_executor(None, step)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if chunk and await loop.run_in_executor(None, step):  # the file grew: not the bytes of the ETag
+                digest.update(b"grew")
+        actual = digest.hexdigest()
+        if actual != self.sha256:
+            log.error("%s: the bytes read hash to %s, not %s; connection broken off before the end", self.path,
+                      actual[:16], self.sha256[:16])
+            if self.condemn is not None:
+                self.condemn(actual)
+            raise DigestMismatch(f"{self.path.name}: the bytes do not match the ETag")
+        await send({"type": "http.response.body", "body": chunk, "more_body": False})
 
 
 def _parses(value: str) -> bool:

@@ -52,8 +52,8 @@ def where(entry: ModelEntry, settings: Settings | None = None) -> str | None:
 
 def how_to_get(name: str) -> str:
     return (
-        f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable (or copy that "
-        f"machine's weights/{name}/ folder here), or import a file you have: "
+        f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable, or import a "
+        f"file you have (one `python -m zoo info {name}` shows on another machine): "
         f"`python -m zoo import FILE --name {name}`."
     )
 

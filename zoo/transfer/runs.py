@@ -46,7 +46,7 @@ def check_space(tag: str, settings: Settings | None = None) -> None:
     free = shutil.disk_usage(where).free
     if free < need:
         raise StoreError(f"Not starting: the run's model needs about {need / 1e6:.0f} MB but {where} has "
-                         f"{free / 1e6:.0f} MB free; free some space (or `python -m zoo runs --delete ID`).")
+                         f"{free / 1e6:.0f} MB free; free some space (`python -m zoo runs --rm RUN` deletes old runs).")
 
 
 def save(run_id: str, record: dict[str, Any], model: Transfer, settings: Settings | None = None) -> Path:
@@ -97,7 +97,7 @@ def checked(run_id: str, settings: Settings | None = None) -> integrity.Checked 
         return verdict.checked if verdict else None
     raise WeightsCorruptError(f"The model of run {run_id} changed on disk ({verdict.actual[:16]}... instead of "
                               f"sha256 {record['sha256'][:16]}...); it is not served or loaded. "
-                              f"Delete the run (`python -m zoo runs --delete {run_id}`) and train it again.")
+                              f"Delete the run (`python -m zoo runs --rm {run_id}`) and train it again.")
 
 
 def exists(name: str, settings: Settings | None = None) -> bool:
