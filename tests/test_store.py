@@ -82,7 +82,7 @@ def test_a_file_changed_in_place_is_never_served_or_loaded(resnet18_file):
     assert catalog.stored_file(TAG).sha256 == sha256_file(path)
     flip_last_byte(path)
     with pytest.raises(WeightsCorruptError, match=rf"{TAG} changed on disk.*moved to .*\.corrupt"):
-        catalog.stored_file(TAG)
+        catalog.require_stored(TAG)
     assert not path.exists() and len(list((st.root / ".corrupt").iterdir())) == 1
     assert catalog.stored_file(TAG) is None  # the record stays: `verify` names what is missing
     ok, message = st.verify(TAG)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import checkpoint, images, registry, weights
-from zoo.errors import UnknownModelError, WeightsUnavailableError
+from zoo.errors import UnknownModelError, WeightsCorruptError, WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 from zoo.transfer import runs
@@ -32,7 +32,7 @@ class StoredFile:
         return f"{self.name}.safetensors"
 
     def recheck(self) -> None:
-        """Check the file again (after it was seen to differ: it is moved aside, WeightsCorruptError)."""
+        """Check the file again (after it was seen to differ: it is moved aside)."""
         stored_file(self.name)
 
 
@@ -89,7 +89,8 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"name": run["id"], "kind": "finetuned", "base": run["tag"], "architecture": base.arch,
             "family": base.family, "depth": base.depth, "strategy": run["strategy"], "classes": run["classes"],
             "dataset": run["dataset"], "val_top1": run["val_top1"], "macro_f1": run["macro_f1"],
-            "license": base.license, "local": True, "created": run["created"], "url": f"/api/models/{run['id']}"}
+            "license": base.license, "local": bool(run.get("sha256")), "created": run["created"],
+            "url": f"/api/models/{run['id']}"}
 
 
 def exact(name: str, settings: Settings | None = None) -> str:
@@ -147,18 +148,27 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-def stored_file(name: str, settings: Settings | None = None) -> StoredFile | None:
+def stored_file(name: str, settings: Settings | None = None, *, strict: bool = False) -> StoredFile | None:
     """The file for a registry name or a transfer run's id if it is complete and safe to serve, else None.
 
     Safe: a regular file (not a symlink) in a real folder of the store, whose bytes are the recorded ones
     now (`zoo.integrity`: re-hashed whenever the file changed since it was last checked).
 
     Raises:
-        WeightsCorruptError: the file changed on disk (it was moved aside where the store is writable).
+        WeightsCorruptError: with `strict`, when the file changed on disk (it was moved aside where the store
+            is writable); without, that is None like any file not here.
     """
-    settings = settings or get_settings()
+    try:
+        return _stored_file(name, settings or get_settings())
+    except WeightsCorruptError:
+        if strict:
+            raise
+        return None
+
+
+def _stored_file(name: str, settings: Settings) -> StoredFile | None:
     if runs.exists(name, settings):
-        record, checked = runs.get(name, settings), runs.checked(name, settings)
+        checked = runs.checked(name, settings)
         found = checked and safe_file(checked.path, runs.root(settings), checked.size)
         return StoredFile(name, found[0], checked.sha256, checked.size, _commit(checked.sha256),
                           checked.mtime) if found else None
@@ -175,7 +185,7 @@ def stored_file(name: str, settings: Settings | None = None) -> StoredFile | Non
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
     """`stored_file` of the exactly named model (`exact`), or WeightsUnavailableError saying how to get it."""
     name = exact(name, settings)
-    found = stored_file(name, settings)
+    found = stored_file(name, settings, strict=True)
     if found is None:
         entry = registry.get(name)
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "

@@ -29,15 +29,12 @@ MODE = 0o644  # records and files readable by a server running as another user
 
 def why(exc: OSError, where: Path) -> str:
     """What went wrong with `where` and what to do, in a few words."""
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return f"no space left on the device holding {where}: free some space and try again"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device holding {where}: free some space"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{where} is not a folder: set ZOO_WEIGHTS_DIR to a writable folder"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (
-            f"{where} is not writable here (read-only or not permitted): it serves as a read-only mirror; "
-            "write on a machine where it is writable, or set ZOO_WEIGHTS_DIR to a writable folder"
-        )
+        return f"{where} is not writable here (read-only or not permitted): set ZOO_WEIGHTS_DIR to a writable folder"
     return f"{where}: {exc.strerror or exc}"
 
 
