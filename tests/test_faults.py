@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from safetensors.torch import load_file, save_file
 
 from tests.liveserver import free_port
 from zoo import weights
@@ -32,15 +31,6 @@ TAG = "resnet18.tv_in1k"
 POINTS = ("blob-copying", "blob-written", "blob-durable", "record-written", "record-durable")
 SERVER = ("import sys, uvicorn; from fastapi import FastAPI; from zoo import api; app = FastAPI(); api.install(app); "
           "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='critical')")
-
-
-@pytest.fixture(scope="module")
-def v2(resnet18_file: Path, tmp_path_factory) -> Path:
-    sd = load_file(str(resnet18_file))
-    sd["fc.bias"][0] += 1.0
-    path = tmp_path_factory.mktemp("v2") / "resnet18-v2.safetensors"
-    save_file(sd, str(path))
-    return path
 
 
 def zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -77,24 +67,24 @@ def assert_nothing_partial(root: Path) -> None:
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_import_killed_at_each_step_leaves_one_complete_version(point, resnet18_file, v2, tmp_path):
+def test_import_killed_at_each_step_leaves_one_complete_version(point, resnet18_file, resnet18_v2_file, tmp_path):
     weights.import_file(resnet18_file, TAG)
     root = weights.store().root
     faults = tmp_path / "faults"
     faults.mkdir()
     env = {**os.environ, "ZOO_FAULT_PAUSE": point, "ZOO_FAULT_DIR": str(faults)}
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "import", str(v2), "--name", TAG], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [sys.executable, "-m", "zoo", "import", str(resnet18_v2_file), "--name", TAG]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(faults / f"{point}.paused", proc)
     proc.kill()  # SIGKILL: no cleanup of any kind runs
     proc.wait()
     # before the record's rename the old version is the one, untouched; from it on, the new one
-    expected = v2 if point == "record-durable" else resnet18_file
+    expected = resnet18_v2_file if point == "record-durable" else resnet18_file
     assert store_state(root) == {TAG: sha256_file(expected)}
     assert weights.store().verify(TAG)[0]  # the next operation (in this process: the dead one's locks are free)...
     assert_nothing_partial(root)  # ...leaves nothing of the dead writer
-    weights.import_file(v2, TAG)  # and a retry works
-    assert store_state(root) == {TAG: sha256_file(v2)}
+    weights.import_file(resnet18_v2_file, TAG)  # and a retry works
+    assert store_state(root) == {TAG: sha256_file(resnet18_v2_file)}
     assert_nothing_partial(root)
 
 
@@ -117,16 +107,16 @@ def mounts(tmp_path):
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_previous_version(mounts, resnet18_file, v2):
+def test_a_full_disk_is_one_line_and_keeps_the_previous_version(mounts, resnet18_file, resnet18_v2_file):
     small = mounts("small", "-t", "tmpfs", "-o", "size=60m", "tmpfs")  # room for one resnet18, not two
     env = {"ZOO_WEIGHTS_DIR": str(small / "weights")}
     assert zoo("import", str(resnet18_file), "--name", TAG, env=env).returncode == 0
-    out = zoo("import", str(v2), "--name", TAG, env=env)
+    out = zoo("import", str(resnet18_v2_file), "--name", TAG, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "no space left on the device holding" in out.stderr and "free some space" in out.stderr
     assert store_state(small / "weights") == {TAG: sha256_file(resnet18_file)}
     assert_nothing_partial(small / "weights")
-    out = zoo("import", str(v2), "--name", "resnet18.a1_in1k", env=env)
+    out = zoo("import", str(resnet18_v2_file), "--name", "resnet18.a1_in1k", env=env)
     assert out.returncode == 2 and not (small / "weights" / "resnet18.a1_in1k").exists()  # no empty tag folder
 
 

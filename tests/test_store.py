@@ -10,7 +10,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 from zoo import catalog, durable, inference, integrity, weights
 from zoo.checkpoint import sha256_file
@@ -19,16 +18,6 @@ from zoo.store import Record, Store
 from zoo.transfer import runs
 
 TAG = "resnet18.tv_in1k"
-
-
-@pytest.fixture(scope="module")
-def second_file(resnet18_file: Path, tmp_path_factory) -> Path:
-    """Another valid resnet18 checkpoint: the same as `resnet18_file` but for one weight."""
-    sd = load_file(str(resnet18_file))
-    sd["fc.bias"][0] += 1.0
-    path = tmp_path_factory.mktemp("v2") / "resnet18-v2.safetensors"
-    save_file(sd, str(path))
-    return path
 
 
 def flip_last_byte(path: Path) -> None:
@@ -52,11 +41,11 @@ def test_a_tag_is_a_record_naming_a_content_addressed_blob_readable_by_all(resne
     assert [p.name for p in (st.root / "blobs").iterdir()] == [sha]
 
 
-def test_a_new_version_replaces_the_old_blob_only_once_its_record_is_in_place(resnet18_file, second_file):
+def test_a_new_version_replaces_the_old_blob_only_once_its_record_is_in_place(resnet18_file, resnet18_v2_file):
     weights.import_file(resnet18_file, TAG)
-    new = weights.import_file(second_file, TAG)
+    new = weights.import_file(resnet18_v2_file, TAG)
     st = weights.store()
-    assert st.record(TAG).sha256 == sha256_file(second_file) == new.name
+    assert st.record(TAG).sha256 == sha256_file(resnet18_v2_file) == new.name
     assert [p.name for p in (st.root / "blobs").iterdir()] == [new.name]  # the old blob, no longer named, is gone
     assert st.remove(TAG) and not (st.root / TAG).exists() and not any((st.root / "blobs").iterdir())
 
@@ -99,7 +88,7 @@ def test_a_changed_identity_with_the_same_bytes_is_rehashed_and_trusted_again(re
     assert st.record(TAG).verified == list(integrity.identity(path.stat()))
 
 
-def test_verify_quarantines_only_a_blob_whose_bytes_are_not_its_name(resnet18_file, second_file):
+def test_verify_quarantines_only_a_blob_whose_bytes_are_not_its_name(resnet18_file, resnet18_v2_file):
     st = weights.store()
     path = weights.import_file(resnet18_file, TAG)
     assert st.verify(TAG) == (True, f"ok ({path.stat().st_size:,} bytes, sha256 {path.name[:12]})")
@@ -109,12 +98,12 @@ def test_verify_quarantines_only_a_blob_whose_bytes_are_not_its_name(resnet18_fi
     assert st.record(TAG) is not None  # reported, not deleted
 
 
-def test_a_store_of_the_first_layout_is_migrated_on_first_use_losing_nothing(resnet18_file, second_file, tmp_path):
+def test_a_store_of_the_first_layout_is_migrated_on_first_use_losing_nothing(resnet18_file, resnet18_v2_file, tmp_path):
     root = tmp_path / "weights"
     good, bad = root / TAG, root / "resnet18.a1_in1k"
     old = tmp_path / "old-version"  # `bad` was killed after its new file's rename, before its record's
     old.write_bytes(b"the version its record still describes")
-    for folder, data, recorded in ((good, resnet18_file, resnet18_file), (bad, second_file, old)):
+    for folder, data, recorded in ((good, resnet18_file, resnet18_file), (bad, resnet18_v2_file, old)):
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(data.read_bytes())
         rec = Record(folder.name, sha256_file(recorded), recorded.stat().st_size, "import")
@@ -128,7 +117,7 @@ def test_a_store_of_the_first_layout_is_migrated_on_first_use_losing_nothing(res
     assert sorted(p.name for p in good.iterdir()) == ["record.json"]
     assert stat.S_IMODE((good / "record.json").stat().st_mode) == 0o644
     kept = list((root / ".corrupt").iterdir())  # the file that disagreed with its record: kept, not lost
-    assert len(kept) == 1 and sha256_file(kept[0]) == sha256_file(second_file)
+    assert len(kept) == 1 and sha256_file(kept[0]) == sha256_file(resnet18_v2_file)
     assert not st.has("resnet18.a1_in1k") and st.verify("resnet18.a1_in1k")[1].startswith("MISSING")
     assert [p.name for p in (root / "blobs").iterdir()] == [sha]
 
@@ -153,7 +142,7 @@ def test_a_disk_error_is_one_line_that_names_the_store_and_leaves_nothing(resnet
     assert not (root / TAG).exists() and not any((root / "blobs").iterdir())
 
 
-def test_engine_drops_a_model_whose_file_was_replaced_or_removed(resnet18_file, second_file):
+def test_engine_drops_a_model_whose_file_was_replaced_or_removed(resnet18_file, resnet18_v2_file):
     from tests import imagecorpus as corpus
 
     png = corpus.encode(corpus.scene(64, 64), "PNG")
@@ -161,7 +150,7 @@ def test_engine_drops_a_model_whose_file_was_replaced_or_removed(resnet18_file, 
     engine = inference.Engine(backend="eager")
     first = engine.classify(png, TAG)[0][0]
     assert engine.classify(png, TAG)[0][0].top == first.top and engine.cache.loads == 1
-    weights.import_file(second_file, TAG)  # as `zoo import` in another process would
+    weights.import_file(resnet18_v2_file, TAG)  # as `zoo import` in another process would
     engine.classify(png, TAG)
     assert engine.cache.loads == 2
     weights.store().remove(TAG)
