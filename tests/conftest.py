@@ -89,6 +89,18 @@ def resnet18_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def resnet18_v2_file(resnet18_file: Path, tmp_path_factory) -> Path:
+    """Another valid resnet18 checkpoint: `resnet18_file` but for one weight (a second version of a tag)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(resnet18_file))
+    sd["fc.bias"][0] += 1.0
+    path = tmp_path_factory.mktemp("v2") / "resnet18-v2.safetensors"
+    save_file(sd, str(path))
+    return path
+
+
 LIVE_TAGS = ("resnet18.a1_in1k", "resnet18.tv_in1k")  # the weights a live zoo has (a seeded resnet18)
 
 

@@ -82,7 +82,7 @@ def test_fetch_verify_import_rm_as_a_user_runs_them(local_hub, resnet18_file, tm
     assert "resnet34.tv_in1k: FAILED" in out.stderr and "python -m zoo import FILE" in out.stderr
 
     assert run_cli("verify").stdout.startswith("resnet18.tv_in1k: ok (46,807,448 bytes")
-    stored = tmp_path / "weights" / "resnet18.tv_in1k" / "model.safetensors"
+    stored = tmp_path / "weights" / "blobs" / served.sha256
     blob = bytearray(stored.read_bytes())
     blob[-1] ^= 1
     stored.unlink()  # break the hard link to the HF cache blob before damaging the copy

@@ -36,7 +36,7 @@ def cache_files() -> list[Path]:
 def test_first_resolve_downloads_and_verifies_then_no_more_requests(local_hub, served):
     done: list[tuple[int, int | None]] = []
     path = weights.resolve(TAG, progress=lambda n, total: done.append((n, total)))
-    assert path == get_settings().weights_dir / TAG / "model.safetensors"
+    assert path == get_settings().weights_dir / "blobs" / served.sha256  # content-addressed
     assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
     rec = weights.store().record(TAG)
     assert (rec.source, rec.repo, rec.revision, rec.commit) == ("hub", REPO, "main", served.commit)
@@ -108,7 +108,7 @@ def test_two_processes_resolving_one_tag_download_once(local_hub, served, monkey
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, **pipes) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert {o.strip() for o, _ in outs} == {str(get_settings().weights_dir / TAG / "model.safetensors")}
+    assert {o.strip() for o, _ in outs} == {str(get_settings().weights_dir / "blobs" / served.sha256)}
     assert local_hub.gets("model.safetensors") == 1
 
 

@@ -41,15 +41,17 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the store is usable; degraded when the Hub cannot be reached")
+@router.get("/readyz", summary="Readiness: the store can be read (a read-only store is a read-only mirror); "
+            "degraded when the Hub cannot be reached")
 def readyz() -> JSONResponse:
     settings = get_settings()
-    store_ok, store_detail = weights.store(settings).writable()
+    store_state, store_detail = weights.store(settings).state()
     hub_state, hub_detail = hub.status(settings)
+    store_ok = store_state != "unusable"
     status = "not-ready" if not store_ok else ("ready" if hub_state == "reachable" else "degraded")
     body = {"status": status, "models": len(registry.load()),
             "local_weights": len(weights.store(settings).records()),
-            "checks": {"store": {"ok": store_ok, "detail": store_detail},
+            "checks": {"store": {"ok": store_ok, "mode": store_state, "detail": store_detail},
                        "hub": {"state": hub_state, "detail": hub_detail}}}
     return JSONResponse(body, status_code=200 if store_ok else 503)
 

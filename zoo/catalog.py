@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import checkpoint, images, registry, resolver, weights
-from zoo.errors import WeightsUnavailableError
+from zoo.errors import WeightsCorruptError, WeightsUnavailableError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 from zoo.transfer import runs
@@ -32,6 +32,10 @@ class StoredFile:
     @property
     def filename(self) -> str:
         return f"{self.name}.safetensors"
+
+    def recheck(self) -> None:
+        """Check the file again (after it was seen to differ: it is moved aside)."""
+        stored_file(self.name)
 
 
 def safe_file(path: Path, root: Path, size: int) -> tuple[Path, float] | None:
@@ -87,7 +91,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     return {"name": run.id, "kind": resolver.kind(run), "base": run.tag, "architecture": base.arch,
             "family": base.family, "depth": base.depth, "strategy": run.strategy, "classes": list(run.classes),
             "dataset": run.dataset, "val_top1": run.val_top1, "macro_f1": run.macro_f1,
-            "license": base.license, "local": True, "created": run.created, "url": f"/api/models/{run.id}"}
+            "license": base.license, "local": bool(run.sha256), "created": run.created, "url": f"/api/models/{run.id}"}
 
 
 def exact(name: str, settings: Settings | None = None) -> str:
@@ -141,32 +145,45 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-def stored_file(name: str, settings: Settings | None = None) -> StoredFile | None:
+def stored_file(name: str, settings: Settings | None = None, *, strict: bool = False) -> StoredFile | None:
     """The file for a registry name or a transfer run's id if it is complete and safe to serve, else None.
 
-    Safe: a regular file (not a symlink) in a real folder of the store, whose size matches its record.
+    Safe: a regular file (not a symlink) in a real folder of the store, whose bytes are the recorded ones
+    now (`zoo.integrity`: re-hashed whenever the file changed since it was last checked).
+
+    Raises:
+        WeightsCorruptError: with `strict`, when the file changed on disk (it was moved aside where the store
+            is writable); without, that is None like any file not here.
     """
-    settings = settings or get_settings()
+    try:
+        return _stored_file(name, settings or get_settings())
+    except WeightsCorruptError:
+        if strict:
+            raise
+        return None
+
+
+def _stored_file(name: str, settings: Settings) -> StoredFile | None:
     target = resolver.resolve(name, settings=settings)
     if isinstance(target, Run):
-        found = safe_file(runs.folder(target.id, settings) / runs.MODEL_FILE, runs.root(settings),
-                          -1 if target.size is None else target.size)
-        return StoredFile(target.id, found[0], target.sha256, target.size, _commit(target.sha256),
-                          found[1]) if found and target.sha256 else None
+        checked = runs.checked(target.id, settings)
+        found = checked and safe_file(checked.path, runs.root(settings), checked.size)
+        return StoredFile(target.id, found[0], checked.sha256, checked.size, _commit(checked.sha256),
+                          checked.mtime) if found else None
     entry = target
     st = weights.store(settings)
-    record = st.record(entry.name)
-    found = safe_file(st.weights_path(entry.name), st.root, record.size) if record else None
-    if record is None or found is None:
+    record, checked = st.record(entry.name), st.checked(entry.name)
+    found = checked and safe_file(checked.path, st.root, checked.size)
+    if record is None or not found:
         return None
-    return StoredFile(entry.name, found[0], record.sha256, record.size, record.commit or _commit(record.sha256),
-                      found[1])
+    return StoredFile(entry.name, found[0], checked.sha256, checked.size,
+                      record.commit or _commit(checked.sha256), checked.mtime)
 
 
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
     """`stored_file` of the exactly named model (`exact`), or WeightsUnavailableError saying how to get it."""
     name = exact(name, settings)
-    found = stored_file(name, settings)
+    found = stored_file(name, settings, strict=True)
     if found is None:
         entry = registry.get(name)
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "

@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from zoo import durable
 from zoo.errors import WeightsIntegrityError, WeightsMismatchError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit safetensors itself enforces
@@ -203,23 +202,22 @@ def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def save_atomic(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write a safetensors file via a temporary file in the same folder and a rename."""
+    """Write a safetensors file (0644) via a locked temp file in the same folder, fsync and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(plain, tmp, metadata=dict(metadata or {}))
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with durable.TempFile(path.parent, path.stem) as tmp:
+        write_to(tmp, plain, metadata)
+        durable.fault("safetensors-written")
+        tmp.commit(path)
 
 
-def _fsync(path: str | Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+def write_to(tmp: durable.TempFile, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> None:
+    """Serialise into a locked temp file through its own descriptor (safetensors' `save_file` would replace
+    the file, and with it the lock that tells sweepers its writer is alive)."""
+    data = save(dict(tensors), metadata=dict(metadata or {}))
+    with open(tmp.fd, "wb", closefd=False) as f:
+        f.write(data)
 
 
 def file_hashes(path: Path, *, git_sha1: bool = False) -> tuple[str, str | None]:

@@ -54,6 +54,15 @@ class WeightsIntegrityError(ZooError, ValueError):
     """A weights file is malformed, truncated, corrupt, or not what the Hub said it is; it was not used."""
 
 
+class WeightsCorruptError(WeightsIntegrityError):
+    """A stored file no longer hashes to its record (changed on disk); it was not served or loaded."""
+
+
+class StoreError(ZooError, OSError):
+    """The store (weights, runs, results) could not be written (disk full, read-only, not permitted); the message
+    says what to do."""
+
+
 class WeightsMismatchError(WeightsIntegrityError):
     """A well-formed weights file whose tensors do not fit the architecture (keys, shapes, dtypes)."""
 
@@ -72,10 +81,6 @@ class HubUnreachableError(WeightsUnavailableError):
 
 class FastPathError(ZooError, RuntimeError):
     """A fast path could not be built or disagreed with eager; the eager path keeps serving."""
-
-
-class StoreError(ZooError, OSError):
-    """A result could not be written (disk full, read-only or not permitted); the message says what to do."""
 
 
 class OutOfMemoryError(ZooError, MemoryError):

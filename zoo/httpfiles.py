@@ -5,9 +5,14 @@ GET's headers, 1 MiB chunks."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import email.utils
+import hashlib
+import logging
 import os
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
@@ -16,8 +21,10 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
+from zoo import durable, integrity
 from zoo.apierrors import error
 
+log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # Starlette's 64 KiB default streams ~5x slower over loopback (PERF-NOTES)
 
 
@@ -33,11 +40,24 @@ class Servable(Protocol):
     def filename(self) -> str: ...
 
 
+class DigestMismatch(RuntimeError):
+    """The bytes just streamed do not hash to the ETag sent before them: the connection is broken off."""
+
+
 class WeightFileResponse(FileResponse):
     """Starlette's FileResponse (ranges, If-Range) with large chunks; a Range in a unit other than bytes, or
-    one that does not parse, ignored (RFC 9110 §14.2) instead of a 400; no satisfiable range → our 416."""
+    one that does not parse, ignored (RFC 9110 §14.2) instead of a 400; no satisfiable range → our 416.
+
+    A whole-file body is hashed as it is sent (reading and hashing the next chunk in a thread while this one
+    is written) and its last chunk is sent only when the digest is `sha256`; otherwise the connection is
+    broken off short of Content-Length, so no client takes a corrupted body for a complete one, and
+    `condemn` runs."""
 
     chunk_size = CHUNK
+
+    def __init__(self, *args, sha256: str, condemn: Callable[[str], None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sha256, self.condemn = sha256, condemn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Headers(scope=scope)
@@ -59,6 +79,40 @@ class WeightFileResponse(FileResponse):
             except MalformedRangeHeader:
                 pass
         await super().__call__(scope, receive, send)
+
+    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
+        if send_header_only:
+            return await super()._handle_simple(send, True, False)
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        loop = asyncio.get_running_loop()
+        digest = hashlib.sha256()
+        with open(self.path, "rb", buffering=0) as f:
+            durable.fault("serve-opened")
+
+            def step() -> bytes:
+                chunk = f.read(self.chunk_size)
+                digest.update(chunk)
+                return chunk
+
+            size, sent = os.fstat(f.fileno()).st_size, 0
+            following = loop.run_in_executor(None, step)
+            while True:
+                chunk = await following
+                sent += len(chunk)
+                if not chunk or sent >= size:  # the last chunk waits for the digest
+                    break
+                following = loop.run_in_executor(None, step)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if chunk and await loop.run_in_executor(None, step):  # the file grew: not the bytes of the ETag
+                digest.update(b"grew")
+        actual = digest.hexdigest()
+        if actual != self.sha256:
+            log.error("%s: the bytes read hash to %s, not %s; connection broken off before the end", self.path,
+                      actual[:16], self.sha256[:16])
+            if self.condemn is not None:
+                self.condemn(actual)
+            raise DigestMismatch(f"{self.path.name}: the bytes do not match the ETag")
+        await send({"type": "http.response.body", "body": chunk, "more_body": False})
 
 
 def _parses(value: str) -> bool:
@@ -125,7 +179,8 @@ def precondition(request_headers: Headers, tag: str, mtime: float) -> int | None
 def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | None = None, *,
          tag: str | None = None, media_type: str = "application/octet-stream") -> Response:
     """The response for GET or HEAD of `stored` (ETag `tag`, by default its SHA-256): 412 or 304 as the
-    conditional headers say, else the file or the requested ranges of it."""
+    conditional headers say, else the file or the requested ranges of it. `stored` was checked against its
+    hash just before (`zoo.integrity`); a whole-file body is hashed again as it is sent."""
     tag = tag or etag(stored)
     common = {**headers(stored, tag), **(extra or {})}
     verdict = precondition(request_headers, tag, stored.mtime)
@@ -135,7 +190,17 @@ def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | Non
     if verdict == 304:
         return Response(status_code=304, headers=common)
     return WeightFileResponse(stored.path, headers=common, media_type=media_type, filename=stored.filename,
-                              stat_result=os.stat(stored.path))
+                              stat_result=os.stat(stored.path), sha256=stored.sha256,
+                              condemn=lambda actual: _condemn(stored, actual))
+
+
+def _condemn(stored: Servable, actual: str) -> None:
+    """Remember the bad hash; a file that knows how to check itself again (`recheck`) is moved aside now."""
+    integrity.condemn(stored.path, actual)
+    recheck = getattr(stored, "recheck", None)
+    if recheck is not None:
+        with contextlib.suppress(Exception):
+            recheck()
 
 
 def openapi(errors: dict[int | str, dict]) -> dict:

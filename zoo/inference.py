@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from zoo import backends, images, models, paths, registry, resolver, weights
+from zoo import backends, images, loaded, models, paths, registry, resolver, weights
 from zoo.batching import Slot
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
@@ -108,6 +108,8 @@ class Engine:
         target = self.check(name)
         dev = models.resolve_device(device or self.settings.device)
         key = f"{target.name}@{dev}"
+        if loaded.stale(self, key, target.name, self.settings):  # its file was replaced or removed (#13)
+            self._slots.pop(key, None), self.cache.clear()
         with self._lock:
             if key in self._slots:
                 return self._slots[key]

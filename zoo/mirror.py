@@ -182,7 +182,7 @@ def served(settings: Settings | None = None) -> list[str]:
     """The ids of every repo served now."""
     settings = settings or get_settings()
     ids = [e.hf_hub_id for e in registry.load() if catalog.stored_file(e.name, settings)]
-    return ids + [f"{RUNS_ORG}/{r['id']}" for r in runs.list_runs(settings)]
+    return ids + [f"{RUNS_ORG}/{r['id']}" for r in runs.list_runs(settings) if r.get("sha256")]  # not scores only
 
 
 def repo(repo_id: str, settings: Settings | None = None) -> Repo:

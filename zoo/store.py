@@ -1,31 +1,41 @@
-"""The local weight store: `<ZOO_WEIGHTS_DIR>/<name>/model.safetensors` plus a JSON record.
+"""The local weight store: content-addressed blobs (`blobs/<sha256>`) and one record per tag
+(`<name>/record.json`) that names its blob by hash.
 
-A file appears only through a rename after it was verified, and its record is written after it,
-so a folder with both is complete; anything else (an interrupted copy, a stray temp file) is
-ignored. A per-name file lock serialises writers across threads and processes.
+The write protocol (`put`): the bytes go to a locked temp file while they are hashed, are fsynced and renamed
+to `blobs/<sha256>` (folder fsynced), then the tag's record is replaced the same way. Until that last rename
+the previous version (record and blob) is untouched; after it the new one is durable. Blobs no record names
+and temp files whose writer died are removed by the next write or `verify` (`tidy`). A record therefore
+always names a complete file whose bytes were hashed on the way in; `checked` re-hashes whenever the file's
+identity changed since (`zoo.integrity`). Files and records are 0644.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from zoo.checkpoint import sha256_file
-from zoo.errors import InvalidArgumentError
+from zoo import durable, integrity
+from zoo.checkpoint import HASH_CHUNK, sha256_file
+from zoo.errors import InvalidArgumentError, WeightsCorruptError, WeightsIntegrityError
 
-WEIGHTS_FILE = "model.safetensors"
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.safetensors"  # the file of the store's first layout (`<name>/model.safetensors`)
 RECORD_FILE = "record.json"
+BLOBS = "blobs"
+QUARANTINE = ".corrupt"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)?")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 SOURCES = ("hub", "hf-cache", "import", "fine-tune")
 
 
@@ -34,7 +44,7 @@ class Record:
     """Where a stored weight came from and how to check it."""
 
     name: str
-    sha256: str
+    sha256: str  # also the name of its blob
     size: int
     source: str  # one of SOURCES
     repo: str | None = None  # Hub repo id it came from
@@ -42,10 +52,14 @@ class Record:
     commit: str | None = None  # the commit it resolved to
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the original file of an import
+    verified: list[int] | None = None  # the blob's identity when its hash was last checked (zoo.integrity)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+_tidied: set[str] = set()  # roots tidied (and migrated) by this process
 
 
 class Store:
@@ -54,26 +68,44 @@ class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    def prepare(self) -> Store:
+        """`tidy` once per process: a store of the first layout is migrated on first use."""
+        if str(self.root) not in _tidied:
+            _tidied.add(str(self.root))
+            self.tidy()
+        return self
+
     def folder(self, name: str) -> Path:
         """The folder of `name`, which must be a plain `arch.tag`-style name (never a path)."""
         if not NAME.fullmatch(name) or len(name) > 160:
             raise InvalidArgumentError(f"{name!r} is not a valid model name for the weight store.")
         return self.root / name
 
+    def blob(self, sha256: str) -> Path:
+        return self.root / BLOBS / sha256
+
+    def path_of(self, record: Record) -> Path:
+        """The file a record describes: its blob, or the first layout's file in a store not yet migrated."""
+        blob = self.blob(record.sha256)
+        legacy = self.folder(record.name) / WEIGHTS_FILE
+        return legacy if not blob.exists() and legacy.is_file() else blob
+
     def weights_path(self, name: str) -> Path:
-        return self.folder(name) / WEIGHTS_FILE
+        rec = self.record(name)
+        return self.path_of(rec) if rec else self.folder(name) / WEIGHTS_FILE
 
     def record(self, name: str) -> Record | None:
         try:
-            return Record.from_dict(json.loads((self.folder(name) / RECORD_FILE).read_text()))
+            rec = Record.from_dict(json.loads((self.folder(name) / RECORD_FILE).read_text()))
         except (OSError, ValueError, TypeError):
             return None
+        return rec if SHA256.fullmatch(str(rec.sha256)) and rec.name == name else None
 
     def has(self, name: str) -> bool:
-        """True when the file and its record are both there and agree on the size."""
+        """True when the record and the file it names are both there and agree on the size."""
         rec = self.record(name)
         try:
-            return rec is not None and self.weights_path(name).stat().st_size == rec.size
+            return rec is not None and self.path_of(rec).stat().st_size == rec.size
         except OSError:
             return False
 
@@ -83,84 +115,201 @@ class Store:
         recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if p.is_dir() and NAME.fullmatch(p.name))
         return [r for r in recs if r is not None]
 
-    def writable(self) -> tuple[bool, str]:
-        """Whether files can be written in the store now (creates it if missing), and why not."""
+    def state(self) -> tuple[str, str]:
+        """("writable" | "read-only" | "unusable", why): a read-only store still serves what it holds."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
-            os.close(fd)
-            os.unlink(probe)
         except OSError as exc:
-            return False, f"{self.root} is not writable ({exc.strerror or exc})"
-        return True, f"{self.root} is writable"
+            if not self.root.is_dir():
+                return "unusable", durable.why(exc, self.root)
+        if not self.root.is_dir() or not os.access(self.root, os.R_OK | os.X_OK):
+            return "unusable", f"{self.root} is not a readable folder"
+        try:
+            durable.TempFile(self.root, "probe").close()
+        except OSError as exc:
+            return "read-only", f"{self.root} is read-only here ({exc.strerror or exc}): serving what it holds"
+        return "writable", f"{self.root} is writable"
+
+    def writable(self) -> tuple[bool, str]:
+        """Whether files can be written in the store now, and why not."""
+        state, detail = self.state()
+        return state == "writable", detail
 
     def lock(self, name: str) -> FileLock:
+        """Serialises the writers of `name` across threads and processes (re-entrant in one thread)."""
+        return self._lock_file(f"{self.folder(name).name}.lock", f"Cannot write {name}")
+
+    def _store_lock(self) -> FileLock:
+        """Held while blobs are renamed in or collected and records replaced."""
+        return self._lock_file(".store.lock", "Cannot write the weight store")
+
+    def _lock_file(self, filename: str, what: str) -> FileLock:
         locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(locks / f"{self.folder(name).name}.lock"))
+        with durable.storing(what, self.root):
+            locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(locks / filename), mode=0o644, is_singleton=True)
 
     def put(self, name: str, src: Path, record: Record, *, link: bool = False) -> Path:
-        """Place a verified file in the store atomically, then its record.
+        """Store the bytes of `src` as `name`'s new version, then point its record at them (module docstring).
 
         `link=True` hard-links immutable sources (Hugging Face cache blobs) instead of copying them.
+
+        Raises:
+            StoreError: the store is full, read-only or not permitted (nothing partial is left).
+            WeightsIntegrityError: `src` changed while it was being stored.
         """
         folder = self.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / WEIGHTS_FILE
-        fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-            _link_or_copy(src, tmp, link)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        self.write_record(record)
+        with durable.storing(f"{name} was not stored", self.root):
+            self.tidy()
+            (self.root / BLOBS).mkdir(parents=True, exist_ok=True)
+            with durable.TempFile(self.root / BLOBS, "blob") as tmp:
+                # a linked Hugging Face blob is immutable and was hashed by the caller; a copy is hashed here
+                sha = None if link and tmp.link_from(src) else _copy_hashing(Path(src), tmp)
+                if (sha or record.sha256) != record.sha256 or tmp.size() != record.size:
+                    raise WeightsIntegrityError(
+                        f"{Path(src).name} changed while it was being stored as {name}; nothing was stored. Try again."
+                    )
+                durable.fault("blob-written")
+                with self._store_lock():
+                    target = self.blob(record.sha256)
+                    tmp.commit(target)
+                    durable.fault("blob-durable")
+                    new_folder = not folder.exists()
+                    try:
+                        folder.mkdir(exist_ok=True)
+                        verified = list(integrity.identity(os.stat(target)))
+                        durable.write_json(folder / RECORD_FILE, asdict(replace(record, verified=verified)), "record")
+                        durable.fault("record-durable")
+                    except BaseException:
+                        if new_folder:
+                            shutil.rmtree(folder, ignore_errors=True)
+                        raise
+                    finally:
+                        self._collect()
         return target
-
-    def write_record(self, record: Record) -> None:
-        folder = self.folder(record.name)
-        fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(record), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / RECORD_FILE)
 
     def remove(self, name: str) -> bool:
         folder = self.folder(name)
         if not folder.exists():
             return False
-        with self.lock(name):
+        with durable.storing(f"{name} was not removed", self.root), self.lock(name), self._store_lock():
+            (folder / RECORD_FILE).unlink(missing_ok=True)
+            durable.fsync_dir(folder)
             shutil.rmtree(folder)
+            self._collect()
         return True
 
+    def tidy(self) -> None:
+        """Migrate a store of the first layout; remove dead writers' temp files, folders without a record and
+        blobs no record names. Does nothing where the store cannot be written."""
+        try:
+            with self._store_lock():
+                from zoo import storemigrate  # imported here: it uses this module
+
+                for note in storemigrate.migrate(self):
+                    log.warning("%s", note)
+                durable.sweep(self.root / BLOBS)
+                durable.sweep(self.root / "runs")
+                for sub in self.root.iterdir():
+                    if sub.is_dir() and NAME.fullmatch(sub.name):
+                        durable.sweep(sub)
+                        if not any(sub.iterdir()):
+                            sub.rmdir()
+                self._collect()
+        except OSError:  # read-only (StoreError is an OSError too)
+            pass
+
+    def _collect(self) -> None:
+        """Remove blobs that no record names (under the store lock)."""
+        blobs = self.root / BLOBS
+        if not blobs.is_dir():
+            return
+        named = {r.sha256 for r in self.records()}
+        for path in blobs.iterdir():
+            if SHA256.fullmatch(path.name) and path.name not in named:
+                path.unlink(missing_ok=True)
+                integrity.forget(path)
+
+    def checked(self, name: str) -> integrity.Checked | None:
+        """`name`'s file if its bytes are the recorded ones now (zoo.integrity's rule); None if not stored.
+
+        Raises:
+            WeightsCorruptError: the file changed on disk; it was moved aside (where the store is writable).
+        """
+        rec = self.record(name)
+        if rec is None:
+            return None
+        path = self.path_of(rec)
+        verdict = integrity.check(path, rec.sha256, rec.size, integrity.as_identity(rec.verified))
+        if verdict is None:
+            return None
+        if verdict.checked is not None:
+            if verdict.rehashed:
+                self._remember(rec, verdict.checked.ident)
+            return verdict.checked
+        aside = self._quarantine(path, name)
+        raise WeightsCorruptError(
+            f"The stored weights of {name} changed on disk ({verdict.actual[:16]}... instead of sha256 "
+            f"{rec.sha256[:16]}...) and were {aside}. Fetch or import them again."
+        )
+
+    def _remember(self, rec: Record, ident: integrity.Identity) -> None:
+        """Write the identity a re-hash vouched for into the record, so a restart need not hash again."""
+        try:
+            with self.lock(rec.name), self._store_lock():
+                now = self.record(rec.name)
+                if now is not None and now.sha256 == rec.sha256 and integrity.same(self.path_of(now), ident):
+                    durable.write_json(self.folder(rec.name) / RECORD_FILE, asdict(replace(now, verified=list(ident))))
+        except OSError:  # a read-only mirror: this process remembers it anyway
+            pass
+
+    def _quarantine(self, path: Path, name: str) -> str:
+        """Move a file whose bytes are not its hash aside; says where (or why it could not)."""
+        aside = self.root / QUARANTINE / f"{name}-{int(time.time())}-{path.name[:12]}.safetensors"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside)
+        except OSError as exc:
+            return f"left in place ({durable.why(exc, self.root)})"
+        integrity.forget(path)
+        return f"moved to {aside}"
+
     def verify(self, name: str) -> tuple[bool, str]:
-        """Recompute the SHA-256; a file that does not match is moved aside and its record removed.
+        """Hash `name`'s file (a scrub): a blob whose bytes are not its hash is moved aside; a record that
+        disagrees with a file is reported and left as it is.
 
         Returns:
             (ok, message) where message says what was found and, if moved, where to.
         """
+        self.tidy()
         rec = self.record(name)
-        path = self.weights_path(name)
-        if rec is None or not path.is_file():
-            return False, "no complete record and file"
+        if rec is None:
+            return False, "no record (not stored)"
+        path = self.path_of(rec)
+        if not path.is_file():
+            return False, (
+                f"MISSING: the record names sha256 {rec.sha256[:12]} but that file is not in the store; "
+                f"fetch or import {name} again"
+            )
+        integrity.forget(path)
         actual = sha256_file(path)
         if actual == rec.sha256 and path.stat().st_size == rec.size:
+            self._remember(rec, integrity.identity(path.stat()))
             return True, f"ok ({rec.size:,} bytes, sha256 {actual[:12]})"
-        aside = self.root / ".corrupt" / f"{name}-{int(time.time())}.safetensors"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock(name):
-            os.replace(path, aside)
-            (self.folder(name) / RECORD_FILE).unlink(missing_ok=True)
-        return False, f"CORRUPT: sha256 {actual[:12]} != recorded {rec.sha256[:12]}; moved to {aside}"
+        if path.parent.name == BLOBS:  # its bytes are not its name: no record can be right about them
+            return False, f"CORRUPT: sha256 {actual[:12]} != recorded {rec.sha256[:12]}; {self._quarantine(path, name)}"
+        return False, (
+            f"MISMATCH: the file hashes to {actual[:12]} but its record says {rec.sha256[:12]}; left as it "
+            f"is: import the file again, or `python -m zoo rm {name}`"
+        )
 
 
-def _link_or_copy(src: Path, dst: str, link: bool) -> None:
-    if link:
-        try:
-            os.link(Path(src).resolve(), dst)  # the blob, not a snapshot symlink
-            return
-        except OSError:  # another filesystem, or links not allowed: copy instead
-            pass
-    shutil.copyfile(src, dst)
+def _copy_hashing(src: Path, tmp: durable.TempFile) -> str:
+    """Copy `src` into the temp file, hashing the bytes written; their SHA-256."""
+    digest = hashlib.sha256()
+    with open(src, "rb") as f, open(tmp.fd, "wb", closefd=False) as out:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            durable.fault("blob-copying")
+    return digest.hexdigest()

@@ -7,15 +7,22 @@ read only by `import_file`, an explicit user action, through `torch.load(weights
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
-from zoo import checkpoint, hub, registry
+from zoo import checkpoint, durable, hub, registry
 from zoo.architecture import build_meta
-from zoo.errors import InvalidArgumentError, WeightsIntegrityError, WeightsUnavailableError
+from zoo.errors import (
+    InvalidArgumentError,
+    StoreError,
+    WeightsCorruptError,
+    WeightsIntegrityError,
+    WeightsUnavailableError,
+)
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
 from zoo.store import Record, Store
@@ -26,7 +33,7 @@ LEGACY_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 def store(settings: Settings | None = None) -> Store:
-    return Store((settings or get_settings()).weights_dir)
+    return Store((settings or get_settings()).weights_dir).prepare()
 
 
 def is_local(entry: ModelEntry, settings: Settings | None = None) -> bool:
@@ -44,8 +51,8 @@ def where(entry: ModelEntry, settings: Settings | None = None) -> str | None:
 
 def how_to_get(name: str) -> str:
     return (
-        f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable (or copy that "
-        f"machine's weights/{name}/ folder here), or import a file you have: "
+        f"Get them with `python -m zoo fetch {name}` where the Hugging Face Hub is reachable, or import a "
+        f"file you have (one `python -m zoo info {name}` shows on another machine): "
         f"`python -m zoo import FILE --name {name}`."
     )
 
@@ -64,11 +71,13 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
     settings = settings or get_settings()
     entry = registry.get(name)
     st = store(settings)
-    if st.has(entry.name):
-        return st.weights_path(entry.name)
-    with st.lock(entry.name):
-        if st.has(entry.name):  # another thread or process finished it while we waited
-            return st.weights_path(entry.name)
+    found, corrupt = _stored(st, entry.name)
+    if found is not None:
+        return found
+    with _writing(st, entry.name, f"Cannot fetch {entry.name}", corrupt):
+        found, _ = _stored(st, entry.name)
+        if found is not None:  # another thread or process finished it while we waited
+            return found
         cached = hub.cached_file(entry, settings)
         if cached is not None:  # its blob is named by the Hub's ETag: check the bytes against it
             try:
@@ -93,6 +102,33 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
             raise
         record = Record(entry.name, sha, path.stat().st_size, "hub", remote.repo_id, remote.revision, remote.commit)
         return st.put(entry.name, path, record, link=True)
+
+
+@contextlib.contextmanager
+def _writing(st: Store, name: str, what: str, corrupt: WeightsCorruptError | None = None) -> Iterator[None]:
+    """Hold `name`'s writer lock; a store that cannot be written is one StoreError (or, when the file it has
+    changed on disk, that error: the more useful one on a read-only mirror)."""
+    try:
+        lock = st.lock(name)
+        lock.acquire()
+    except OSError as exc:
+        if corrupt is not None:
+            raise corrupt from None
+        raise (exc if isinstance(exc, StoreError) else StoreError(f"{what}: {durable.why(exc, st.root)}.")) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _stored(st: Store, name: str) -> tuple[Path | None, WeightsCorruptError | None]:
+    """(path, None) of `name`'s stored file if its bytes are the recorded ones; (None, why) when they changed
+    on disk (the file was moved aside, so it is fetched again); (None, None) when it is not stored."""
+    try:
+        found = st.checked(name)
+    except WeightsCorruptError as exc:
+        return None, exc
+    return (found.path if found else None), None
 
 
 def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:
@@ -135,7 +171,7 @@ def import_file(path: Path, name: str, *, settings: Settings | None = None) -> P
     st = store(settings)
     expected = expected_for(entry)
     suffix = path.suffix.lower()
-    with st.lock(entry.name):
+    with _writing(st, entry.name, f"Cannot import {path.name}"):
         if suffix == ".safetensors":
             checkpoint.load_checked(path, expected, f"{path.name} for {entry.name}")
             sha = checkpoint.sha256_file(path)
@@ -146,15 +182,15 @@ def import_file(path: Path, name: str, *, settings: Settings | None = None) -> P
                 f"{path.name}: import takes .safetensors, or a PyTorch checkpoint ({', '.join(LEGACY_SUFFIXES)})."
             )
         tensors = _legacy_state_dict(path)
-        converted = st.folder(entry.name) / f".{path.name}.converted.safetensors"
-        checkpoint.save_atomic(tensors, converted, {"format": "pt", "converted_from": path.name})
-        try:
-            checkpoint.load_checked(converted, expected, f"{path.name} for {entry.name}")
-            rec = Record(entry.name, checkpoint.sha256_file(converted), converted.stat().st_size, "import",
-                         extra={"original": str(path.resolve()), "converted_from": suffix})  # fmt: skip
-            return st.put(entry.name, converted, rec)
-        finally:
-            converted.unlink(missing_ok=True)
+        with durable.storing(f"{path.name} was not converted", st.root):
+            (st.root / "blobs").mkdir(parents=True, exist_ok=True)
+            with durable.TempFile(st.root / "blobs", "convert") as tmp:
+                plain = {k: v.contiguous() for k, v in tensors.items()}
+                checkpoint.write_to(tmp, plain, {"format": "pt", "converted_from": path.name})
+                checkpoint.load_checked(tmp.path, expected, f"{path.name} for {entry.name}")
+                rec = Record(entry.name, checkpoint.sha256_file(tmp.path), tmp.size(), "import",
+                             extra={"original": str(path.resolve()), "converted_from": suffix})  # fmt: skip
+                return st.put(entry.name, tmp.path, rec, link=True)
 
 
 def _legacy_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ at once. Listed newest first and deletable."""
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import re
@@ -13,6 +12,7 @@ from typing import Any
 
 from zoo import paths
 from zoo.degradation.experiment import Result
+from zoo.durable import why
 from zoo.errors import InvalidArgumentError, StoreError
 from zoo.fsutil import atomic_write_json
 from zoo.settings import Settings
@@ -29,16 +29,6 @@ def path(key: str, settings: Settings | None = None) -> Path:
         raise InvalidArgumentError(f"{key!r} is not an experiment key (24 hex digits; `python -m zoo degradation "
                                    "--list` shows them).")
     return root(settings) / f"{key}.json"
-
-
-def why(exc: OSError, where: Path) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on the device holding {where}: free some space"
-    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        return f"{where} is not a folder: set ZOO_WEIGHTS_DIR to a writable folder"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"{where} is not writable here (read-only or not permitted): set ZOO_WEIGHTS_DIR to a writable folder"
-    return f"{where}: {exc.strerror or exc}"
 
 
 def save(result: Result, settings: Settings | None = None) -> Path:

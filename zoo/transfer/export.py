@@ -12,8 +12,6 @@ it. Made once per run, atomically, beside the run's own file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file
 
-from zoo import checkpoint
+from zoo import checkpoint, durable, integrity
 from zoo.errors import InvalidArgumentError
 from zoo.settings import Settings
 from zoo.transfer import heads, runs
@@ -80,13 +78,7 @@ def timm_file(run_id: str, settings: Settings | None = None) -> tuple[Path, dict
         checkpoint.save_atomic(tensors, folder / TIMM_FILE, meta)
         made = {"source_sha256": record["sha256"], "sha256": checkpoint.sha256_file(folder / TIMM_FILE),
                 "size": (folder / TIMM_FILE).stat().st_size}
-        fd, tmp = tempfile.mkstemp(prefix=".timm.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(made, f)
-            os.replace(tmp, folder / TIMM_RECORD)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        durable.write_json(folder / TIMM_RECORD, made)
     return folder / TIMM_FILE, made
 
 
@@ -94,6 +86,8 @@ def _current(folder: Path, source_sha256: str) -> tuple[Path, dict[str, Any]] | 
     try:
         made = json.loads((folder / TIMM_RECORD).read_text())
         ok = made["source_sha256"] == source_sha256 and (folder / TIMM_FILE).stat().st_size == made["size"]
+        verdict = ok and integrity.check(folder / TIMM_FILE, made["sha256"], made["size"])  # else: made again
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    ok = ok and verdict is not None and verdict.checked is not None
     return (folder / TIMM_FILE, made) if ok else None

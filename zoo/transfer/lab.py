@@ -103,6 +103,7 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     entry = registry.get(tag)
     if config.lr is None:
         config = dataclasses.replace(config, lr=heads.DEFAULT_LR[heads.check(strategy)])
+    runs.check_space(entry.name, settings)  # before the work, not after it
     world = distributed.init(device)
     dev = models.resolve_device(distributed.device_for(world, device) or settings.device)
     torch.manual_seed(config.seed)

@@ -1,5 +1,6 @@
-"""Transfer runs on disk: each run's config, metrics history and model under `weights/runs/<id>/`,
-written atomically (temp file + rename), listed, reloaded in a fresh process, and deletable.
+"""Transfer runs on disk: each run's config, metrics history and model under `weights/runs/<id>/`, written
+as one folder renamed into place (durable, 0644, the model's hash and identity recorded), listed, checked,
+reloaded in a fresh process, and deletable.
 
 `read`/`stored` give a run as a typed, frozen `Run` (what the resolver, the engine, the catalog and the
 front ends use); `get`/`list_runs` give the JSON record exactly as stored (what the Hub mirror copies)."""
@@ -7,6 +8,7 @@ front ends use); `get`/`list_runs` give the JSON record exactly as stored (what 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -16,15 +18,15 @@ from typing import Any
 
 from safetensors import safe_open
 
-from zoo import architecture, checkpoint, images, paths, registry
-from zoo.errors import InvalidArgumentError, WeightsUnavailableError
-from zoo.fsutil import atomic_write_json
-from zoo.settings import Settings
+from zoo import architecture, checkpoint, durable, images, integrity, paths, registry
+from zoo.errors import InvalidArgumentError, StoreError, WeightsCorruptError, WeightsUnavailableError
+from zoo.settings import Settings, get_settings
 from zoo.transfer.heads import Transfer
 
 RUN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,120}")
 RUN_FILE = "run.json"
 MODEL_FILE = "model.safetensors"
+MARGIN = 16 * 1024 * 1024
 
 
 def root(settings: Settings | None = None) -> Path:
@@ -88,17 +90,70 @@ class Run:
         )  # fmt: skip
 
 
+def check_space(tag: str, settings: Settings | None = None) -> None:
+    """Refuse to start training when the run's model could not be saved afterwards.
+
+    Raises:
+        StoreError: less free space where runs are stored than the model needs (with a margin).
+    """
+    base = (settings or get_settings()).weights_dir
+    need = registry.get(tag).params * 4 + MARGIN  # fp32 weights, plus the record and the head
+    where = next((p for p in (root(settings), base, *base.parents) if p.exists()), base)
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise StoreError(f"Not starting: the run's model needs about {need / 1e6:.0f} MB but {where} has "
+                         f"{free / 1e6:.0f} MB free; free some space (`python -m zoo runs --rm RUN` deletes old runs).")
+
+
 def save(run_id: str, record: dict[str, Any], model: Transfer, settings: Settings | None = None) -> Path:
-    """Store a finished run: the model (self-describing safetensors) first, then its record."""
+    """Store a finished run: model and record are written in a locked temp folder renamed to `runs/<id>/`, so
+    a run is complete or absent. When the model cannot be written, the record alone is kept (its scores and
+    history, `sha256` null) and the StoreError says so; when nothing can be written, it says that.
+
+    Raises:
+        StoreError: the disk is full, read-only or not permitted.
+    """
     out = folder(run_id, settings)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "zoo.kind": "finetuned", "zoo.base": record["tag"], "zoo.strategy": record["strategy"],
             "zoo.class_names": json.dumps(record["classes"]), "zoo.preprocessing": json.dumps(record["preprocessing"])}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    checkpoint.save_atomic(state, out / MODEL_FILE, meta)
-    sha256 = checkpoint.sha256_file(out / MODEL_FILE)
-    atomic_write_json(out / RUN_FILE, {**record, "sha256": sha256, "size": (out / MODEL_FILE).stat().st_size})
+    with durable.storing(f"Run {run_id} was not saved (nothing was kept)", out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        durable.sweep(out.parent)
+        with durable.TempDir(out.parent, "run") as tmp:
+            try:
+                durable.fault("run-model")
+                checkpoint.save_atomic(model.state_dict(), tmp.path / MODEL_FILE, meta)
+                file = tmp.path / MODEL_FILE
+                st = os.stat(file)
+                sha = {"sha256": checkpoint.sha256_file(file), "size": st.st_size,
+                       "verified": list(integrity.identity(st))}
+                lost = None
+            except OSError as exc:
+                (tmp.path / MODEL_FILE).unlink(missing_ok=True)
+                sha, lost = {"sha256": None, "size": None}, durable.why(exc, out.parent)
+            durable.write_json(tmp.path / RUN_FILE, {**record, **sha, "weights_lost": lost}, "run")
+            tmp.commit(out)
+    if lost:
+        raise StoreError(f"Run {run_id}'s model was not saved ({lost}); its scores and history were kept in {out}.")
     return out
+
+
+def checked(run_id: str, settings: Settings | None = None) -> integrity.Checked | None:
+    """The run's model file if its bytes are the recorded ones now (zoo.integrity's rule), else None.
+
+    Raises:
+        WeightsCorruptError: it changed on disk since it was saved.
+    """
+    record = get(run_id, settings)
+    if not record.get("sha256"):
+        return None
+    path = folder(run_id, settings) / MODEL_FILE
+    verdict = integrity.check(path, record["sha256"], record["size"], integrity.as_identity(record.get("verified")))
+    if verdict is None or verdict.checked is not None:
+        return verdict.checked if verdict else None
+    raise WeightsCorruptError(f"The model of run {run_id} changed on disk ({verdict.actual[:16]}... instead of "
+                              f"sha256 {record['sha256'][:16]}...); it is not served or loaded. "
+                              f"Delete the run (`python -m zoo runs --rm {run_id}`) and train it again.")
 
 
 def exists(name: str, settings: Settings | None = None) -> bool:
@@ -113,6 +168,8 @@ def list_runs(settings: Settings | None = None) -> list[dict[str, Any]]:
         return []
     out = []
     for sub in base.iterdir():
+        if sub.name.startswith("."):
+            continue  # a run being written (durable.TempDir)
         try:
             out.append(json.loads((sub / RUN_FILE).read_text()))
         except (OSError, ValueError):
@@ -154,8 +211,11 @@ def stored(settings: Settings | None = None) -> list[Run]:
 
 def load_model(run_id: str, settings: Settings | None = None) -> tuple[Transfer, dict[str, Any]]:
     """Rebuild a run's model from its file alone (architecture from the registry, no pretrained download)."""
-    record = get(run_id, settings)
-    path = folder(run_id, settings) / MODEL_FILE
+    found = checked(run_id, settings)
+    if found is None:
+        raise WeightsUnavailableError(f"Run {run_id} kept only its scores: its model was not saved "
+                                      f"({get(run_id, settings).get('weights_lost') or 'missing'}).")
+    record, path = get(run_id, settings), found.path
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     entry = registry.get(meta["zoo.base"])
@@ -170,5 +230,7 @@ def delete(run_id: str, settings: Settings | None = None) -> bool:
     out = folder(run_id, settings)
     if not out.is_dir():
         return False
-    shutil.rmtree(out)
+    with durable.storing(f"Run {run_id} was not deleted", out.parent):
+        (out / RUN_FILE).unlink(missing_ok=True)  # no longer a run from here on, whatever is left
+        shutil.rmtree(out)
     return True

@@ -1,0 +1,191 @@
+"""The weight store's rules in one process: blobs and records, dead writers' leftovers, the identity-or-hash
+rule, `verify` as a scrub that reports, the first layout migrated, 0644 files, clear errors, loaded models
+dropped when their file goes. Crashes of real processes are in test_faults.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from zoo import catalog, durable, inference, integrity, weights
+from zoo.checkpoint import sha256_file
+from zoo.errors import StoreError, WeightsCorruptError, WeightsUnavailableError
+from zoo.store import Record, Store
+from zoo.transfer import runs
+
+TAG = "resnet18.tv_in1k"
+
+
+def flip_last_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+
+
+def test_a_tag_is_a_record_naming_a_content_addressed_blob_readable_by_all(resnet18_file):
+    path = weights.import_file(resnet18_file, TAG)
+    st = weights.store()
+    sha = sha256_file(resnet18_file)
+    assert path == st.root / "blobs" / sha and st.weights_path(TAG) == path
+    record = json.loads((st.root / TAG / "record.json").read_text())
+    assert record["sha256"] == sha and record["verified"] == list(integrity.identity(path.stat()))
+    for p in (path, st.root / TAG / "record.json"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    weights.import_file(resnet18_file, "resnet18.a1_in1k")  # the same bytes: one blob, two records
+    assert [p.name for p in (st.root / "blobs").iterdir()] == [sha]
+
+
+def test_a_new_version_replaces_the_old_blob_only_once_its_record_is_in_place(resnet18_file, resnet18_v2_file):
+    weights.import_file(resnet18_file, TAG)
+    new = weights.import_file(resnet18_v2_file, TAG)
+    st = weights.store()
+    assert st.record(TAG).sha256 == sha256_file(resnet18_v2_file) == new.name
+    assert [p.name for p in (st.root / "blobs").iterdir()] == [new.name]  # the old blob, no longer named, is gone
+    assert st.remove(TAG) and not (st.root / TAG).exists() and not any((st.root / "blobs").iterdir())
+
+
+def test_temp_files_of_dead_writers_go_and_live_ones_stay(resnet18_file, tmp_path):
+    st = weights.store()
+    weights.import_file(resnet18_file, TAG)
+    blobs = st.root / "blobs"
+    dead = [blobs / ".tmp.blob.99999.abc", st.root / TAG / ".tmp.record.99999.def", blobs / ".tmp.blob.1.x.link"]
+    for p in dead:
+        p.write_bytes(b"partial")  # nobody holds their locks: their writers are dead
+    (st.root / "resnet50.a1_in1k").mkdir()  # a tag folder whose record never came
+    with durable.TempFile(blobs, "blob") as live:
+        st.tidy()
+        assert live.path.exists()
+    assert not any(p.exists() for p in dead) and not (st.root / "resnet50.a1_in1k").exists()
+    assert st.verify(TAG)[0]
+
+
+def test_a_file_changed_in_place_is_never_served_or_loaded(resnet18_file):
+    path = weights.import_file(resnet18_file, TAG)
+    st = weights.store()
+    assert catalog.stored_file(TAG).sha256 == sha256_file(path)
+    flip_last_byte(path)
+    with pytest.raises(WeightsCorruptError, match=rf"{TAG} changed on disk.*moved to .*\.corrupt"):
+        catalog.require_stored(TAG)
+    assert not path.exists() and len(list((st.root / ".corrupt").iterdir())) == 1
+    assert catalog.stored_file(TAG) is None  # the record stays: `verify` names what is missing
+    ok, message = st.verify(TAG)
+    assert not ok and message.startswith("MISSING") and f"import {TAG} again" in message
+
+
+def test_a_changed_identity_with_the_same_bytes_is_rehashed_and_trusted_again(resnet18_file):
+    path = weights.import_file(resnet18_file, TAG)
+    st = weights.store()
+    os.chmod(path, 0o644)  # a new ctime, the same bytes
+    before = st.record(TAG).verified
+    assert st.checked(TAG).sha256 == path.name
+    assert st.record(TAG).verified != before  # the re-hash is written down: the next process need not repeat it
+    assert st.record(TAG).verified == list(integrity.identity(path.stat()))
+
+
+def test_verify_quarantines_only_a_blob_whose_bytes_are_not_its_name(resnet18_file, resnet18_v2_file):
+    st = weights.store()
+    path = weights.import_file(resnet18_file, TAG)
+    assert st.verify(TAG) == (True, f"ok ({path.stat().st_size:,} bytes, sha256 {path.name[:12]})")
+    flip_last_byte(path)
+    ok, message = st.verify(TAG)
+    assert not ok and message.startswith("CORRUPT") and ".corrupt" in message
+    assert st.record(TAG) is not None  # reported, not deleted
+
+
+def test_a_store_of_the_first_layout_is_migrated_on_first_use_losing_nothing(resnet18_file, resnet18_v2_file, tmp_path):
+    root = tmp_path / "weights"
+    good, bad = root / TAG, root / "resnet18.a1_in1k"
+    old = tmp_path / "old-version"  # `bad` was killed after its new file's rename, before its record's
+    old.write_bytes(b"the version its record still describes")
+    for folder, data, recorded in ((good, resnet18_file, resnet18_file), (bad, resnet18_v2_file, old)):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(data.read_bytes())
+        rec = Record(folder.name, sha256_file(recorded), recorded.stat().st_size, "import")
+        (folder / "record.json").write_text(json.dumps(rec.__dict__))
+        os.chmod(folder / "record.json", 0o600)  # as the first layout wrote them
+    (good / ".incoming.abc.tmp").write_bytes(b"partial")
+    (bad / ".record.def.tmp").write_text("{")
+    st = weights.store()  # first use
+    sha = sha256_file(resnet18_file)
+    assert st.checked(TAG).path == root / "blobs" / sha and not (good / "model.safetensors").exists()
+    assert sorted(p.name for p in good.iterdir()) == ["record.json"]
+    assert stat.S_IMODE((good / "record.json").stat().st_mode) == 0o644
+    kept = list((root / ".corrupt").iterdir())  # the file that disagreed with its record: kept, not lost
+    assert len(kept) == 1 and sha256_file(kept[0]) == sha256_file(resnet18_v2_file)
+    assert not st.has("resnet18.a1_in1k") and st.verify("resnet18.a1_in1k")[1].startswith("MISSING")
+    assert [p.name for p in (root / "blobs").iterdir()] == [sha]
+
+
+def test_a_read_only_store_of_the_first_layout_is_still_served(resnet18_file, tmp_path):
+    folder = tmp_path / "weights" / TAG
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(resnet18_file.read_bytes())
+    rec = Record(TAG, sha256_file(resnet18_file), resnet18_file.stat().st_size, "import")
+    (folder / "record.json").write_text(json.dumps(rec.__dict__))
+    st = Store(tmp_path / "weights")  # not `prepare`d: as a read-only mirror would be
+    assert st.checked(TAG).path == folder / "model.safetensors"
+
+
+def test_a_disk_error_is_one_line_that_names_the_store_and_leaves_nothing(resnet18_file, monkeypatch):
+    monkeypatch.setenv("ZOO_FAULT_ENOSPC", "blob-copying")
+    with pytest.raises(StoreError) as info:
+        weights.import_file(resnet18_file, TAG)
+    message = str(info.value)
+    assert "\n" not in message and "no space left on the device holding" in message and "free some space" in message
+    root = weights.store().root
+    assert not (root / TAG).exists() and not any((root / "blobs").iterdir())
+
+
+def test_engine_drops_a_model_whose_file_was_replaced_or_removed(resnet18_file, resnet18_v2_file):
+    from tests import imagecorpus as corpus
+
+    png = corpus.encode(corpus.scene(64, 64), "PNG")
+    weights.import_file(resnet18_file, TAG)
+    engine = inference.Engine(backend="eager")
+    first = engine.classify(png, TAG)[0][0]
+    assert engine.classify(png, TAG)[0][0].top == first.top and engine.cache.loads == 1
+    weights.import_file(resnet18_v2_file, TAG)  # as `zoo import` in another process would
+    engine.classify(png, TAG)
+    assert engine.cache.loads == 2
+    weights.store().remove(TAG)
+    with pytest.raises(WeightsUnavailableError):
+        engine.classify(png, TAG)
+
+
+def test_a_run_whose_model_cannot_be_saved_keeps_its_scores(monkeypatch):
+    import torch
+
+    from zoo.architecture import build_meta
+    from zoo.transfer.heads import Transfer
+
+    model = Transfer(build_meta("resnet18"), "linear", 2).to_empty(device="cpu")
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.zero_()
+    record = {"id": "r1", "tag": TAG, "strategy": "linear", "classes": ["a", "b"], "preprocessing": {},
+              "history": [{"epoch": 1, "val_acc": 0.5}], "val_top1": 50.0}
+    monkeypatch.setenv("ZOO_FAULT_ENOSPC", "run-model")
+    with pytest.raises(StoreError, match="its scores and history were kept"):
+        runs.save("r1", record, model)
+    kept = runs.get("r1")
+    assert kept["history"] == record["history"] and kept["sha256"] is None
+    with pytest.raises(WeightsUnavailableError, match="kept only its scores"):
+        runs.load_model("r1")
+    monkeypatch.delenv("ZOO_FAULT_ENOSPC")
+    out = runs.save("r2", {**record, "id": "r2"}, model)
+    assert runs.checked("r2").path == out / "model.safetensors"
+    assert not [p for p in runs.root().iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_training_refuses_to_start_without_room_for_its_model(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(StoreError, match="Not starting: the run's model needs about"):
+        runs.check_space(TAG)
