@@ -53,9 +53,14 @@ def _pre(tag: str, size: int | None) -> images.Preprocessing:
 
 
 def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """The train and validation images as model inputs."""
-    splits = (dataset.train, dataset.val)
-    return tuple(torch.stack([images.preprocess(pre, ex.image) for ex in split]) for split in splits)
+    """The train and validation images as model inputs, decoded one at a time into one tensor per split."""
+    out = []
+    for split in (dataset.train, dataset.val):
+        x = torch.empty(len(split), 3, pre.size, pre.size)
+        for i, ex in enumerate(split):
+            x[i] = images.preprocess(pre, ex.image)
+        out.append(x)
+    return out[0], out[1]
 
 
 def _labels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
