@@ -21,6 +21,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     docpages.install(app)
     api.install(app)
     demo = ui.build_demo(settings, rest_routes=[*api.router.routes, *hubapi.router.routes])
+    demo.state_session_capacity = settings.max_sessions  # the UI keeps per-session state for this many sessions
     app = gr.mount_gradio_app(
         app, demo, path="/", theme=ui.THEME, ssr_mode=False, footer_links=["api", "settings"],
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
@@ -30,9 +31,27 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     return app
 
 
-if __name__ == "__main__":
+def serve(settings: zoo.Settings | None = None) -> None:
+    """Serve the app until SIGINT/SIGTERM. Requests in flight then get ZOO_SHUTDOWN_S seconds; after that
+    connections are closed, background exports are killed and the process exits."""
+    import os
+    import threading
+
     import uvicorn
 
-    settings = zoo.get_settings()
+    from zoo import backends
+
+    settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=settings.shutdown_s)
+    uvicorn.Server(config).run()
+    backends.end_exports()
+    # worker threads still inside a request must not hold the exit: give them a moment, then leave
+    timer = threading.Timer(1.0, os._exit, args=(0,))
+    timer.daemon = True  # it only fires while the interpreter waits for such threads
+    timer.start()
+
+
+if __name__ == "__main__":
+    serve()

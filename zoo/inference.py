@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from zoo import backends, images, models, registry, weights
+from zoo import backends, images, models, registry, residency, weights
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
 from zoo.settings import Settings, get_settings
@@ -98,6 +98,13 @@ class _Slot:
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._busy = False
+        self.uses = 1  # requests that asked for this slot
+        self.export: threading.Thread | None = None  # a deferred ONNX export, started on the second use
+
+    @property
+    def busy(self) -> bool:
+        """A batch is running or requests are queued."""
+        return self._busy
 
     def submit(self, batch: torch.Tensor) -> Future:
         """Queue a batch; the returned future holds (logits, latency_ms, batch_size, backend).
@@ -176,6 +183,8 @@ class Engine:
         self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
         self._lock = threading.Lock()
         self._exports: dict[str, threading.Thread] = {}
+        self._stop = threading.Event()  # set by close(): exports still running or waiting are ended
+        self.resident = residency.Residency(self.settings.model_memory_mb * 1024 * 1024)
 
     # -- runners -------------------------------------------------------------------------------
     def slot(self, name: str, device: str | torch.device | None = None) -> _Slot:
@@ -183,12 +192,15 @@ class Engine:
         dev = models.resolve_device(device or self.settings.device)
         key = f"{entry.name}@{dev}"
         with self._lock:
-            if key in self._slots:
-                return self._slots[key]
+            slot = self._slots.get(key)
             making = self._making.setdefault(key, threading.Lock())
+        if slot is not None:
+            return self._reuse(slot)
         with making:  # only callers of this (tag, device) wait while it is built, warmed up and exported
-            if key in self._slots:
-                return self._slots[key]
+            with self._lock:
+                slot = self._slots.get(key)
+            if slot is not None:
+                return self._reuse(slot)
             model = self.cache.get(entry.name, dev)
             runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
                                           compile=self.settings.compile)
@@ -198,7 +210,33 @@ class Engine:
                 self._start_fast_path(entry, model, slot)
             with self._lock:
                 self._slots[key] = slot
+            size = slot.runner.path.stat().st_size if isinstance(slot.runner, backends.OnnxRunner) \
+                else models.model_bytes(model)
+            del model
+            self.resident.admit(key, size, functools.partial(self._release, key, entry.name, dev))
         return slot
+
+    def _reuse(self, slot: _Slot) -> _Slot:
+        """Count a use of a ready slot; its second use starts the deferred ONNX export."""
+        self.resident.touch(slot.key)
+        slot.uses += 1
+        export, slot.export = slot.export, None
+        if export is not None:
+            export.start()
+        return slot
+
+    def _release(self, key: str, name: str, dev: torch.device) -> None:
+        """Drop a slot and its model for the memory budget (requests in flight still complete)."""
+        with self._lock:
+            slot = self._slots.pop(key, None)
+        if slot is not None:
+            slot.export = None
+        self.cache.discard(name, dev)
+
+    def _busy(self) -> bool:
+        """Whether any request is running or queued (a background export waits meanwhile)."""
+        with self._lock:
+            return any(s.busy for s in self._slots.values())
 
     def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: _Slot) -> None:
         if not backends.onnx_available():
@@ -214,7 +252,8 @@ class Engine:
 
         def build() -> None:
             try:
-                backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir)
+                backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir,
+                                              pause=self._busy, stop=self._stop)
                 try:
                     fast = backends.OnnxRunner(path)
                 except Exception as exc:  # a damaged cache file: drop it so the next start exports afresh
@@ -228,20 +267,24 @@ class Engine:
                 return
             log.info("%s: ONNX Runtime ready (max |logit diff| vs eager %.1e)", entry.name, worst)
             slot.runner = fast
+            self.cache.discard(entry.name, slot.device)  # the eager weights are no longer needed
+            self.resident.resize(slot.key, path.stat().st_size)
 
         if path.exists() or self.backend == "onnx":
             build()  # a cached graph loads in a fraction of a second: use it from the first request
-        elif self.background_export:  # serve eager meanwhile; the export runs beside it
-            thread = self._exports[slot.key] = threading.Thread(target=build, name=f"zoo-export-{entry.name}",
-                                                                daemon=True)
-            thread.start()
+        elif self.background_export:  # serve eager meanwhile; export once the model is used again
+            slot.export = self._exports[slot.key] = threading.Thread(target=build, name=f"zoo-export-{entry.name}",
+                                                                     daemon=True)
 
     def close(self) -> None:
-        """Drop the runners and models (requests in flight still complete)."""
+        """End background exports; drop the runners and models (requests in flight still complete)."""
+        self._stop.set()
         self.wait_ready()
         with self._lock:
             self._slots = {}
+        self.resident.clear()
         self.cache.clear()
+        residency.return_memory()
 
     def __enter__(self) -> Engine:
         return self
@@ -250,9 +293,10 @@ class Engine:
         self.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Wait for background exports to finish (tests, benchmarks, warm-up)."""
+        """Wait for background exports that have started to finish (tests, benchmarks, warm-up)."""
         for thread in list(self._exports.values()):
-            thread.join(timeout)
+            if thread.ident is not None:
+                thread.join(timeout)
 
     def is_ready(self, name: str, device: str | torch.device | None = None) -> bool:
         """Whether `name` is loaded and warmed up on `device` (its next request starts at once)."""

@@ -147,6 +147,12 @@ class ModelCache:
         with self._lock:
             return [f"{n}@{d}" for n, d in self._models]
 
+    def discard(self, name: str, device: str | torch.device | None = None) -> None:
+        """Forget one cached model (the engine released it, or no longer needs its eager form)."""
+        key = (registry.get(name).name, str(resolve_device(device)))
+        with self._lock:
+            self._models.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

@@ -40,6 +40,7 @@ class Settings:
     max_dataset_mb: int = 2048  # ZOO_MAX_DATASET_MB: most bytes a dataset's image files take (a zip: unpacked)
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
+    max_sessions: int = 256  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept; the oldest go first
     shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
     @classmethod
@@ -78,6 +79,7 @@ class Settings:
             max_dataset_mb=_int(env, "ZOO_MAX_DATASET_MB", cls.max_dataset_mb, low=1),
             runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
             upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
+            max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),
             shutdown_s=_float(env, "ZOO_SHUTDOWN_S", cls.shutdown_s, low=0.0, high=3600.0),
         )
 

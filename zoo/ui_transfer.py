@@ -13,7 +13,7 @@ import pandas as pd
 
 from zoo import accel, views, views_transfer
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.transfer import data, lab, runs, serve
+from zoo.transfer import data, lab, quota, runs, serve
 from zoo.transfer.fit import FitConfig
 
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
@@ -135,7 +135,7 @@ def delete_run(run_id: str) -> tuple[Any, Any, str]:
         raise gr.Error(f"No stored run {run_id!r}; pick one from the table.", print_exception=False)
     runs.delete(run_id)
     serve.forget(run_id)
-    return views_transfer.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
+    return views_transfer.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}. {quota.describe()}"
 
 
 def pick_run(evt: gr.SelectData) -> str:
@@ -173,7 +173,7 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
-        removed = gr.Markdown()
+        removed = gr.Markdown(quota.describe)  # the runs' disk use against ZOO_RUNS_MAX_MB, on each page load
 
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid, trade, confusion, per_class, stored, classify_model],

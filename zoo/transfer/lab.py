@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from zoo import checkpoint, images, models, registry, weights
 from zoo.errors import ZooError
 from zoo.settings import Settings, get_settings
-from zoo.transfer import distributed, heads, runs
+from zoo.transfer import distributed, heads, quota, runs
 from zoo.transfer.data import Dataset
 from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
 from zoo.transfer.metrics import Scores, score
@@ -102,9 +102,11 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     """Train one (tag, strategy) on `dataset` and store the run.
 
     Raises:
-        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, ZooError (out of memory).
+        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, ZooError (out of memory),
+        QuotaExceededError (the stored runs take ZOO_RUNS_MAX_MB).
     """
     settings = settings or get_settings()
+    quota.check(settings)
     config = config or FitConfig()
     entry = registry.get(tag)
     if config.lr is None:
