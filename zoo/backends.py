@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -117,6 +115,16 @@ def onnx_path(cache_dir: Path, name: str, sha256: str, size: int) -> Path:
 
 
 EXPORT_LOCK = Path(tempfile.gettempdir()) / "zoo-onnx-export.lock"  # one export at a time on this machine
+# The child's first lines, before torch is imported: the kernel kills it when this process dies
+# (PR_SET_PDEATHSIG); if this process died before that took effect, it leaves at once.
+_CHILD = """import ctypes, ctypes.util, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, signal.SIGKILL)
+if os.getppid() != int(os.environ["ZOO_EXPORT_PARENT"]):
+    sys.exit(1)
+from zoo.backends import main
+main(sys.argv[1:])
+"""
 EXPORT_NICE = 10  # the export child's niceness: serving keeps the cores it needs
 _children: set[subprocess.Popen] = set()  # export children still running, ended at exit
 _children_lock = threading.Lock()
@@ -156,7 +164,7 @@ def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, ti
         env = {**os.environ, "ZOO_WEIGHTS_DIR": str(weights_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                "ZOO_EXPORT_PARENT": str(os.getpid()),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        cmd = [sys.executable, "-m", "zoo.backends", name, str(path), str(size)]
+        cmd = [sys.executable, "-c", _CHILD, name, str(path), str(size)]
         with tempfile.TemporaryFile("w+") as err:
             child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             with _children_lock:
@@ -210,18 +218,6 @@ def end_exports() -> None:
 
 
 atexit.register(end_exports)
-
-
-def _child_setup() -> None:
-    """In the export child: die with the parent, and run at low priority."""
-    parent = int(os.environ.get("ZOO_EXPORT_PARENT", "0"))
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills this child when its parent dies
-    if parent and os.getppid() != parent:  # the parent died before the line above took effect
-        sys.exit(1)
-    with contextlib.suppress(OSError):
-        os.nice(EXPORT_NICE)
 
 
 def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
@@ -296,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("size", type=int)
     args = parser.parse_args(argv)
-    _child_setup()
+    with contextlib.suppress(OSError):
+        os.nice(EXPORT_NICE)  # low priority: serving keeps the cores it needs
     from zoo import models
 
     model = models.create_model(args.name, device="cpu")

@@ -201,6 +201,8 @@ class Engine:
                 slot = self._slots.get(key)
             if slot is not None:
                 return self._reuse(slot)
+            record = weights.store(self.settings).record(entry.name)
+            self.resident.make_room(record.size if record else 0)  # release before loading, not after
             model = self.cache.get(entry.name, dev)
             runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(entry.family),
                                           compile=self.settings.compile)

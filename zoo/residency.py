@@ -50,6 +50,10 @@ class Residency:
             self._release[key] = release
         return self._fit(keep=key)
 
+    def make_room(self, nbytes: int) -> list[str]:
+        """Release least recently used models until `nbytes` more fit (all of them if need be), before a load."""
+        return self._fit(keep=None, extra=nbytes)
+
     def resize(self, key: str, nbytes: int) -> list[str]:
         """`key` now holds `nbytes` (an eager model replaced by its ONNX graph); release others if needed."""
         with self._lock:
@@ -79,10 +83,10 @@ class Residency:
         with self._lock:
             return list(self._sizes)
 
-    def _fit(self, keep: str) -> list[str]:
+    def _fit(self, keep: str | None, extra: int = 0) -> list[str]:
         gone: list[tuple[str, Callable[[], None]]] = []
         with self._lock:
-            while sum(self._sizes.values()) > self.budget_bytes and len(self._sizes) > 1:
+            while sum(self._sizes.values()) + extra > self.budget_bytes and any(k != keep for k in self._sizes):
                 oldest = next(k for k in self._sizes if k != keep)
                 del self._sizes[oldest]
                 gone.append((oldest, self._release.pop(oldest)))
