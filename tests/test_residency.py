@@ -44,13 +44,16 @@ def _png() -> bytes:
     return corpus.encode(corpus.scene(), "PNG")
 
 
-def test_the_engine_releases_models_beyond_the_budget_for_real(stored, monkeypatch):
+@pytest.mark.parametrize("backend", ["eager", "auto"])  # auto: a deferred export must not keep the model either
+def test_the_engine_releases_models_beyond_the_budget_for_real(stored, monkeypatch, backend):
     monkeypatch.setenv("ZOO_MODEL_MEMORY_MB", "60")  # one resnet18 (46 MB) fits, two do not
     get_settings.cache_clear()
-    eng = inference.Engine(backend="eager")
+    eng = inference.Engine(backend=backend)
     eng.classify([_png()], [TAG])
-    first = weakref.ref(eng.slot(TAG).runner.model)
+    eng.classify([_png()], [TAG])  # used again: with auto, its export starts
+    first = weakref.ref(eng._slots[f"{TAG}@cpu"].runner.model)
     eng.classify([_png()], [OTHER])
+    eng.wait_ready(timeout=60)  # the released model's export is cancelled
     gc.collect()
     assert first() is None  # no reference is left anywhere: its memory is free
     assert eng.resident.resident() == [f"{OTHER}@cpu"] and not eng.is_ready(TAG)

@@ -100,6 +100,7 @@ class _Slot:
         self._busy = False
         self.uses = 1  # requests that asked for this slot
         self.export: threading.Thread | None = None  # a deferred ONNX export, started on the second use
+        self.stop = threading.Event()  # set when the slot is released or the engine closes: its export ends
 
     @property
     def busy(self) -> bool:
@@ -183,7 +184,6 @@ class Engine:
         self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
         self._lock = threading.Lock()
         self._exports: dict[str, threading.Thread] = {}
-        self._stop = threading.Event()  # set by close(): exports still running or waiting are ended
         self.resident = residency.Residency(self.settings.model_memory_mb * 1024 * 1024)
 
     # -- runners -------------------------------------------------------------------------------
@@ -221,8 +221,9 @@ class Engine:
     def _reuse(self, slot: _Slot) -> _Slot:
         """Count a use of a ready slot; its second use starts the deferred ONNX export."""
         self.resident.touch(slot.key)
-        slot.uses += 1
-        export, slot.export = slot.export, None
+        with self._lock:
+            slot.uses += 1
+            export, slot.export = slot.export, None
         if export is not None:
             export.start()
         return slot
@@ -231,8 +232,11 @@ class Engine:
         """Drop a slot and its model for the memory budget (requests in flight still complete)."""
         with self._lock:
             slot = self._slots.pop(key, None)
-        if slot is not None:
-            slot.export = None
+            if slot is not None:
+                slot.export = None
+                slot.stop.set()  # an export still running would keep the eager model alive
+            if key in self._exports and self._exports[key].ident is None:  # never started: it holds the model
+                del self._exports[key]
         self.cache.discard(name, dev)
 
     def _busy(self) -> bool:
@@ -255,7 +259,7 @@ class Engine:
         def build() -> None:
             try:
                 backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir,
-                                              pause=self._busy, stop=self._stop)
+                                              pause=self._busy, stop=slot.stop)
                 try:
                     fast = backends.OnnxRunner(path)
                 except Exception as exc:  # a damaged cache file: drop it so the next start exports afresh
@@ -265,7 +269,7 @@ class Engine:
                         from exc
                 worst = backends.check_against_eager(fast, model, entry.eval_size)
             except Exception as exc:  # the eager runner keeps serving; say why once
-                log.warning("%s: %s", entry.name, exc)
+                log.warning("%s: %s", entry.name, str(exc))  # a string: a kept record must not pin the model
                 return
             log.info("%s: ONNX Runtime ready (max |logit diff| vs eager %.1e)", entry.name, worst)
             slot.runner = fast
@@ -280,7 +284,9 @@ class Engine:
 
     def close(self) -> None:
         """End background exports; drop the runners and models (requests in flight still complete)."""
-        self._stop.set()
+        with self._lock:
+            for slot in self._slots.values():
+                slot.stop.set()
         self.wait_ready()
         with self._lock:
             self._slots = {}
