@@ -33,24 +33,14 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
 
 def serve(settings: zoo.Settings | None = None) -> None:
     """Serve the app until SIGINT/SIGTERM. Requests in flight then get ZOO_SHUTDOWN_S seconds; after that
-    connections are closed, background exports are killed and the process exits."""
-    import os
-    import threading
-
+    uvicorn closes the connections and ends the process with the signal, and the kernel ends any ONNX
+    export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG)."""
     import uvicorn
-
-    from zoo import backends
 
     settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
-    config = uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=settings.shutdown_s)
-    uvicorn.Server(config).run()
-    backends.end_exports()
-    # worker threads still inside a request must not hold the exit: give them a moment, then leave
-    timer = threading.Timer(1.0, os._exit, args=(0,))
-    timer.daemon = True  # it only fires while the interpreter waits for such threads
-    timer.start()
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=settings.shutdown_s)
 
 
 if __name__ == "__main__":

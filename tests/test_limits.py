@@ -154,3 +154,16 @@ def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
         if server.poll() is None:
             server.kill()
         slow.close()
+
+
+def test_every_setting_is_in_the_readme_table():
+    import dataclasses
+    import re
+
+    from zoo.settings import Settings
+
+    source = (REPO_ROOT / "zoo" / "settings.py").read_text()
+    table = (REPO_ROOT / "README.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for f in dataclasses.fields(Settings):
+        variable = re.search(rf"{f.name}: .*#\s*([A-Z_]+):", source).group(1)
+        assert f"| `{variable}` |" in table, variable

@@ -40,7 +40,7 @@ class Settings:
     max_dataset_mb: int = 2048  # ZOO_MAX_DATASET_MB: most bytes a dataset's image files take (a zip: unpacked)
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
-    max_sessions: int = 256  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept; the oldest go first
+    max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
     shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
     @classmethod
