@@ -37,6 +37,9 @@ def serve(settings: zoo.Settings | None = None) -> None:
     export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG)."""
     import uvicorn
 
+    from zoo import residency
+
+    residency.limit_malloc_arenas()  # before any server thread: freed memory is reused, not kept per thread
     settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info",

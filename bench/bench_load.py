@@ -162,7 +162,11 @@ def _load(url: str, pid: int, sha256: str) -> dict:
         t.start()
     time.sleep(WARMUP_S)
     stats["rss_warm"] = _rss(pid)["VmRSS"]
-    time.sleep(max(0.0, LOAD_S - WARMUP_S))
+    samples = []
+    while time.monotonic() < warm_at + LOAD_S - WARMUP_S:
+        time.sleep(5)
+        samples.append(round(_rss(pid)["VmRSS"]))
+    print(f"RSS every 5 s after warm-up (MB): {samples}", flush=True)
     stats["rss_end"] = _rss(pid)["VmRSS"]
     stop.set()
     for t in threads:

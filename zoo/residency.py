@@ -110,11 +110,28 @@ def return_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (call before the server starts its threads).
+
+    By default glibc gives each thread that meets contention its own arena, up to 8 per core, and
+    every arena keeps the memory it freed: under 8 classify clients and 4 downloads the server grew
+    by 570 MB in 60 s, against 41 MB (then flat) with two arenas, measured with bench_load.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+
+
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc():
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    return getattr(_libc(), "malloc_trim", None)  # musl and other libcs have none
