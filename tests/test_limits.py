@@ -167,3 +167,19 @@ def test_every_setting_is_in_the_readme_table():
     for f in dataclasses.fields(Settings):
         variable = re.search(rf"{f.name}: .*#\s*([A-Z_]+):", source).group(1)
         assert f"| `{variable}` |" in table, variable
+
+
+def test_evaluation_skips_an_image_declared_over_the_limit_unread(tmp_path, monkeypatch):
+    from zoo import evaluate
+
+    _env(monkeypatch, ZOO_MAX_IMAGE_MB=1)
+    path = _zip(tmp_path / "eval.zip", {"tench/a.png": _noise_png(16), "tench/huge.png": os.urandom(2 * 2**20)},
+                zipfile.ZIP_STORED)
+    items = {it.path: it for it in evaluate.read_labelled(path)}
+    assert items["tench/a.png"].read()[:4] == b"\x89PNG"
+    with pytest.raises(evaluate.InvalidImageError, match=r"2\.0 MiB.*ZOO_MAX_IMAGE_MB"):
+        items["tench/huge.png"].read()
+    (tmp_path / "dir" / "tench").mkdir(parents=True)
+    (tmp_path / "dir" / "tench" / "huge.png").write_bytes(os.urandom(2 * 2**20))
+    with pytest.raises(evaluate.InvalidImageError, match="ZOO_MAX_IMAGE_MB"):
+        evaluate.read_labelled(tmp_path / "dir")[0].read()
