@@ -183,3 +183,12 @@ def test_evaluation_skips_an_image_declared_over_the_limit_unread(tmp_path, monk
     (tmp_path / "dir" / "tench" / "huge.png").write_bytes(os.urandom(2 * 2**20))
     with pytest.raises(evaluate.InvalidImageError, match="ZOO_MAX_IMAGE_MB"):
         evaluate.read_labelled(tmp_path / "dir")[0].read()
+
+
+def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
+    from app import build_app
+
+    _env(monkeypatch, ZOO_UPLOAD_TTL_S=30, ZOO_MAX_SESSIONS=5)
+    blocks = build_app().routes[-1].app.get_blocks()
+    assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s
+    assert blocks.state_session_capacity == 5 and blocks.state_holder.capacity == 5
