@@ -68,8 +68,13 @@ def _start(env: dict[str, str], port: int) -> subprocess.Popen:
 
     from zoo.settings import REPO_ROOT
 
-    server = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -186,9 +191,16 @@ def run() -> list[Target]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     port = free_port()
-    env = {**os.environ, "ZOO_WEIGHTS_DIR": str(tmp / "weights"), "HF_HUB_OFFLINE": "1", "ZOO_CPU_BACKEND": "eager",
-           "GRADIO_ANALYTICS_ENABLED": "False", "ZOO_PORT": str(port), "ZOO_HOST": "127.0.0.1",
-           "ZOO_MODEL_MEMORY_MB": str(BUDGET_MB)}
+    env = {
+        **os.environ,
+        "ZOO_WEIGHTS_DIR": str(tmp / "weights"),
+        "HF_HUB_OFFLINE": "1",
+        "ZOO_CPU_BACKEND": "eager",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "ZOO_PORT": str(port),
+        "ZOO_HOST": "127.0.0.1",
+        "ZOO_MODEL_MEMORY_MB": str(BUDGET_MB),
+    }
     os.environ["ZOO_WEIGHTS_DIR"] = env["ZOO_WEIGHTS_DIR"]
     settings.get_settings.cache_clear()
     six = compare.default_tags()
@@ -222,12 +234,18 @@ def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
     lat = stats["latencies"]
     p50, p99 = statistics.median(lat), _p(lat, 99)
     growth = (stats["rss_end"] - stats["rss_warm"]) / max(stats["after_warmup"], 1) * 1000
-    print(f"idle classify p50 {idle_p50:.0f} ms; under {CLASSIFY_CLIENTS} classify clients + {DOWNLOAD_LOOPS} "
-          f"download loops for {LOAD_S:.0f} s: {len(lat)} classifications (p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
-          f"{p99 / idle_p50:.1f}x idle p50), {stats['downloads']} downloads with the right SHA-256, "
-          f"{stats['refused']} deliberate 429/503, {len(stats['errors'])} errors {stats['errors'][:3]}", flush=True)
-    print(f"RSS {stats['rss_warm']:.0f} MB after warm-up, {stats['rss_end']:.0f} MB at the end over "
-          f"{stats['after_warmup']} requests: {growth:.1f} MB per 1,000", flush=True)
+    print(
+        f"idle classify p50 {idle_p50:.0f} ms; under {CLASSIFY_CLIENTS} classify clients + {DOWNLOAD_LOOPS} "
+        f"download loops for {LOAD_S:.0f} s: {len(lat)} classifications (p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"{p99 / idle_p50:.1f}x idle p50), {stats['downloads']} downloads with the right SHA-256, "
+        f"{stats['refused']} deliberate 429/503, {len(stats['errors'])} errors {stats['errors'][:3]}",
+        flush=True,
+    )
+    print(
+        f"RSS {stats['rss_warm']:.0f} MB after warm-up, {stats['rss_end']:.0f} MB at the end over "
+        f"{stats['after_warmup']} requests: {growth:.1f} MB per 1,000",
+        flush=True,
+    )
 
     from PIL import Image
 
@@ -247,9 +265,12 @@ def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
             if browser.classify(image, tag) != 200:
                 raise RuntimeError(f"classify with {tag} was refused")
     peak = _rss(pid)["VmHWM"]
-    print(f"six-model round robin ({', '.join(six)}) with ZOO_MODEL_MEMORY_MB={BUDGET_MB}: baseline "
-          f"{baseline:.0f} MB, peak {peak:.0f} MB (+{peak - baseline:.0f} MB; target <= B + 300 = "
-          f"{BUDGET_MB + 300} MB)", flush=True)
+    print(
+        f"six-model round robin ({', '.join(six)}) with ZOO_MODEL_MEMORY_MB={BUDGET_MB}: baseline "
+        f"{baseline:.0f} MB, peak {peak:.0f} MB (+{peak - baseline:.0f} MB; target <= B + 300 = "
+        f"{BUDGET_MB + 300} MB)",
+        flush=True,
+    )
     return [
         Target("load_errors", float(len(stats["errors"])), "<=", 0.0),
         Target("load_classify_p99_over_idle_p50", p99 / idle_p50, "<=", 8.0),

@@ -57,7 +57,7 @@ def _lie(path: Path, declared: int) -> None:
     raw = bytearray(path.read_bytes())
     for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
         at = raw.find(sig)
-        raw[at + offset:at + offset + 4] = struct.pack("<I", declared)
+        raw[at + offset : at + offset + 4] = struct.pack("<I", declared)
     path.write_bytes(bytes(raw))
 
 
@@ -84,8 +84,9 @@ def test_members_over_the_image_limit_are_skipped_unread_and_the_dataset_budget_
         assert not list(job.rglob("huge.png"))  # never written
     assert ds.skipped[0][0] == "cat/huge.png" and "ZOO_MAX_IMAGE_MB" in ds.skipped[0][1]
     _env(monkeypatch, ZOO_MAX_DATASET_MB=1)
-    path = _zip(tmp_path / "two.zip", {**good, "cat/a.bin.png": big[:900_000], "dog/b.png": big[:900_000]},
-                zipfile.ZIP_STORED)
+    path = _zip(
+        tmp_path / "two.zip", {**good, "cat/a.bin.png": big[:900_000], "dog/b.png": big[:900_000]}, zipfile.ZIP_STORED
+    )
     with data.job_folder() as job, pytest.raises(InvalidDatasetError, match=r"1\.7 MiB.*ZOO_MAX_DATASET_MB"):
         data.load(path, job)
 
@@ -107,8 +108,10 @@ def test_large_images_are_not_kept_decoded(tmp_path):
         (tmp_path / "set" / c / "large.png").write_bytes(_noise_png(300))
     ds = data.load(tmp_path / "set", tmp_path)
     kinds = {ex.path: type(ex.source).__name__ for ex in ds.train + ds.val}
-    assert {p: k for p, k in kinds.items() if "large" in p} == {"cat/large.png": "PosixPath", "dog/large.png":
-                                                                 "PosixPath"}
+    assert {p: k for p, k in kinds.items() if "large" in p} == {
+        "cat/large.png": "PosixPath",
+        "dog/large.png": "PosixPath",
+    }
     assert all(k == "Image" for p, k in kinds.items() if "small" in p)
     large = next(ex for ex in ds.train + ds.val if ex.path == "cat/large.png")
     assert large.image.size == (300, 300) and large.image.mode == "RGB"
@@ -131,8 +134,9 @@ def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
     weights.import_file(resnet18_file, "resnet18.a1_in1k")
     port = free_port()
     env = {**os.environ, "ZOO_PORT": str(port), "ZOO_SHUTDOWN_S": "1", "PYTHONPATH": str(REPO_ROOT)}
-    server = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -173,8 +177,11 @@ def test_evaluation_skips_an_image_declared_over_the_limit_unread(tmp_path, monk
     from zoo import evaluate
 
     _env(monkeypatch, ZOO_MAX_IMAGE_MB=1)
-    path = _zip(tmp_path / "eval.zip", {"tench/a.png": _noise_png(16), "tench/huge.png": os.urandom(2 * 2**20)},
-                zipfile.ZIP_STORED)
+    path = _zip(
+        tmp_path / "eval.zip",
+        {"tench/a.png": _noise_png(16), "tench/huge.png": os.urandom(2 * 2**20)},
+        zipfile.ZIP_STORED,
+    )
     items = {it.path: it for it in evaluate.read_labelled(path)}
     assert items["tench/a.png"].read()[:4] == b"\x89PNG"
     with pytest.raises(evaluate.InvalidImageError, match=r"2\.0 MiB.*ZOO_MAX_IMAGE_MB"):

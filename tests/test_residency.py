@@ -116,10 +116,12 @@ def _state(pid: int) -> str:
 
 
 def test_the_export_child_dies_with_its_parent(tmp_path):
-    code = (f"import threading, time, os, pathlib\nfrom zoo import backends\n"
-            f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
-            f" 224, pathlib.Path(r'{tmp_path}')), daemon=True).start()\n"
-            "time.sleep(1.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n")
+    code = (
+        f"import threading, time, os, pathlib\nfrom zoo import backends\n"
+        f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
+        f" 224, pathlib.Path(r'{tmp_path}')), daemon=True).start()\n"
+        "time.sleep(1.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     pid = int(out.stdout.split()[0])
     for _ in range(50):
@@ -131,5 +133,3 @@ def test_the_export_child_dies_with_its_parent(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"export child {pid} outlived its parent")
-
-

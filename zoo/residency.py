@@ -2,9 +2,10 @@
 
 What counts is what a ready model holds for as long as it stays ready: an eager model's parameters and
 buffers, or an ONNX Runtime session's graph file (its weights); activations of a running batch, ONNX
-Runtime's arena and pre-packed weight copies, and the process's own libraries are not counted. A model larger than the whole budget is still served, alone.
-Releasing a model drops every reference the engine holds and hands the freed pages back to the system
-(`return_memory`), so the process's resident memory falls, not only the engine's bookkeeping.
+Runtime's arena and pre-packed weight copies, and the process's own libraries are not counted. A model
+larger than the whole budget is still served, alone. Releasing a model drops every reference the engine
+holds and hands the freed pages back to the system (`return_memory`), so the process's resident memory
+falls, not only the engine's bookkeeping.
 """
 
 from __future__ import annotations

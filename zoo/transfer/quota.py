@@ -39,8 +39,7 @@ def describe(settings: Settings | None = None) -> str:
     """One line for the lab: the runs' disk use against the quota."""
     settings = settings or get_settings()
     used, count = usage(settings)
-    return (f"Stored runs: {count} taking {used / 2**20:,.1f} MiB of {settings.runs_max_mb:,} MiB "
-            "(ZOO_RUNS_MAX_MB).")
+    return f"Stored runs: {count} taking {used / 2**20:,.1f} MiB of {settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB)."
 
 
 def check(settings: Settings | None = None) -> None:
@@ -52,6 +51,8 @@ def check(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     used, count = usage(settings)
     if used >= settings.runs_max_mb * 2**20:
-        raise QuotaExceededError(f"Stored runs take {used / 2**20:,.1f} MiB ({count} runs), at the limit of "
-                                 f"{settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB): delete runs you no longer need "
-                                 "(Transfer lab, Stored runs) or raise the limit; no run is deleted for you.")
+        raise QuotaExceededError(
+            f"Stored runs take {used / 2**20:,.1f} MiB ({count} runs), at the limit of "
+            f"{settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB): delete runs you no longer need "
+            "(Transfer lab, Stored runs) or raise the limit; no run is deleted for you."
+        )
