@@ -118,6 +118,7 @@ def _state(pid: int) -> str:
 def test_the_export_child_dies_with_its_parent(tmp_path):
     code = (
         f"import threading, time, os, pathlib\nfrom zoo import backends\n"
+        f"backends.EXPORT_LOCK = pathlib.Path(r'{tmp_path}/export.lock')  # not waiting on another test's export\n"
         f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
         f" 224, pathlib.Path(r'{tmp_path}')), daemon=True).start()\n"
         "time.sleep(1.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
