@@ -21,6 +21,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     docpages.install(app)
     api.install(app)
     demo = ui.build_demo(settings, rest_routes=[*api.router.routes, *hubapi.router.routes])
+    demo.state_session_capacity = settings.max_sessions  # the UI keeps per-session state for this many sessions
     app = gr.mount_gradio_app(
         app, demo, path="/", theme=ui.THEME, ssr_mode=False, footer_links=["api", "settings"],
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
@@ -30,9 +31,20 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     return app
 
 
-if __name__ == "__main__":
+def serve(settings: zoo.Settings | None = None) -> None:
+    """Serve the app until SIGINT/SIGTERM. Requests in flight then get ZOO_SHUTDOWN_S seconds; after that
+    uvicorn closes the connections and ends the process with the signal, and the kernel ends any ONNX
+    export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG)."""
     import uvicorn
 
-    settings = zoo.get_settings()
+    from zoo import residency
+
+    residency.limit_malloc_arenas()  # before any server thread: freed memory is reused, not kept per thread
+    settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=settings.shutdown_s)
+
+
+if __name__ == "__main__":
+    serve()

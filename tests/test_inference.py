@@ -182,6 +182,7 @@ def test_auto_serves_eager_until_the_background_export_is_ready(stored):
     eng = inference.Engine(backend="auto")
     png = corpus.encode(corpus.scene(), "PNG")
     first = eng.classify([png], [TAG])[0][0]
+    eng.classify([png], [TAG])  # the export starts for a model used again
     eng.wait_ready(timeout=300)
     later = eng.classify([png], [TAG])[0][0]
     assert first.backend in ("eager-cpu-fp32", backends.OnnxRunner.name)

@@ -11,17 +11,21 @@ bf16 autocast is never used on a CPU: fp32 is exact, and without native bf16 it 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch import nn
 
 from zoo.errors import FastPathError as FastPathError
@@ -106,33 +110,110 @@ def onnx_path(cache_dir: Path, name: str, sha256: str, size: int) -> Path:
     return cache_dir / f"{name}-{sha256[:16]}-{size}px-{versions}.onnx"
 
 
-def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, timeout_s: float = 600) -> Path:
+EXPORT_LOCK = Path(tempfile.gettempdir()) / "zoo-onnx-export.lock"  # one export at a time on this machine
+# The child's first lines, before torch is imported: the kernel kills it when this process dies
+# (PR_SET_PDEATHSIG); if this process died before that took effect, it leaves at once.
+_CHILD = """import ctypes, ctypes.util, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, signal.SIGKILL)
+if os.getppid() != int(os.environ["ZOO_EXPORT_PARENT"]):
+    sys.exit(1)
+from zoo.backends import main
+main(sys.argv[1:])
+"""
+EXPORT_NICE = 10  # the export child's niceness: serving keeps the cores it needs
+_children: set[subprocess.Popen] = set()  # export children still running, ended at exit
+_children_lock = threading.Lock()
+
+
+def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, timeout_s: float = 600, *,
+                         pause: Callable[[], bool] | None = None, stop: threading.Event | None = None) -> Path:
     """Export the stored weights of tag `name` to `path` in a child process.
 
     The dynamo exporter hooks frame evaluation for the whole interpreter, so it must not run beside
-    threads that are serving requests; a child process also keeps the export's memory and its
-    Python-bound work out of the server.
+    threads that are serving requests; a child process also keeps the export's memory (about 1 GB for
+    the larger models) and its Python-bound work out of the server. At most one export runs on a
+    machine at a time (a file lock across processes); the child runs at low priority, is stopped
+    (SIGSTOP) while `pause()` says requests are waiting, and never outlives this process: it is killed
+    when `stop` is set, at exit, and by the kernel if this process dies (PR_SET_PDEATHSIG).
 
     Raises:
-        FastPathError: the child failed or timed out (its last error line is in the message).
+        FastPathError: the child failed, timed out or was stopped (its last error line is in the message).
     """
     if path.exists():
         return path
     from zoo.settings import REPO_ROOT
 
-    env = {**os.environ, "ZOO_WEIGHTS_DIR": str(weights_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "zoo.backends", name, str(path), str(size)]
+    stop = stop or threading.Event()
+    lock = FileLock(str(EXPORT_LOCK))
+    while not stop.is_set():
+        try:
+            lock.acquire(timeout=0.5)
+            break
+        except Timeout:
+            continue
+    else:
+        raise FastPathError(f"ONNX export of {name} was cancelled; serving with eager PyTorch.")
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise FastPathError(f"ONNX export of {name} took over {timeout_s:.0f} s; serving with eager PyTorch.") \
-            from None
-    if done.returncode != 0 or not path.exists():
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        raise FastPathError(f"ONNX export of {name} failed ({lines[-1][:200] if lines else done.returncode}); "
+        if path.exists():  # another process exported it while this one waited
+            return path
+        env = {**os.environ, "ZOO_WEIGHTS_DIR": str(weights_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+               "ZOO_EXPORT_PARENT": str(os.getpid()),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        cmd = [sys.executable, "-c", _CHILD, name, str(path), str(size)]
+        with tempfile.TemporaryFile("w+") as err:
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            with _children_lock:
+                _children.add(child)
+            try:
+                code = _supervise(child, name, timeout_s, pause or (lambda: False), stop)
+            finally:
+                with _children_lock:
+                    _children.discard(child)
+            err.seek(0)
+            lines = [ln for ln in err.read().strip().splitlines() if ln.strip()]
+    finally:
+        lock.release()
+    if code != 0 or not path.exists():
+        raise FastPathError(f"ONNX export of {name} failed ({lines[-1][:200] if lines else code}); "
                             "serving with eager PyTorch.")
     return path
+
+
+def _supervise(child: subprocess.Popen, name: str, timeout_s: float, pause: Callable[[], bool],
+               stop: threading.Event) -> int:
+    """Wait for an export child, stopping it while `pause()` holds; kill it on `stop` or after `timeout_s` of work."""
+    worked, paused = 0.0, False
+    try:
+        while True:
+            try:
+                return child.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            if stop.is_set():
+                raise FastPathError(f"ONNX export of {name} was cancelled; serving with eager PyTorch.")
+            if pause() != paused:
+                paused = not paused
+                child.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+            worked += 0 if paused else 0.1
+            if worked > timeout_s:
+                raise FastPathError(f"ONNX export of {name} took over {timeout_s:.0f} s; serving with eager PyTorch.")
+    finally:
+        if child.poll() is None:
+            child.kill()  # SIGKILL works on a stopped process too
+            child.wait()
+
+
+def end_exports() -> None:
+    """Kill every export child still running (at exit: none may write into the store afterwards)."""
+    with _children_lock:
+        children = list(_children)
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+
+
+atexit.register(end_exports)
 
 
 def export_onnx(model: nn.Module, path: Path, size: int) -> Path:
@@ -207,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("size", type=int)
     args = parser.parse_args(argv)
+    with contextlib.suppress(OSError):
+        os.nice(EXPORT_NICE)  # low priority: serving keeps the cores it needs
     from zoo import models
 
     model = models.create_model(args.name, device="cpu")

@@ -36,6 +36,14 @@ class Slot:
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._busy = False
+        self.uses = 1  # requests that asked for this slot
+        self.export: threading.Thread | None = None  # a deferred ONNX export, started on the second use
+        self.stop = threading.Event()  # set when the slot is released or the engine closes: its export ends
+
+    @property
+    def busy(self) -> bool:
+        """A batch is running or requests are queued."""
+        return self._busy
 
     def submit(self, batch: torch.Tensor) -> Future:
         """Queue a batch; the returned future holds (logits, latency_ms, batch_size, backend).

@@ -17,6 +17,7 @@ import torch
 from zoo import archives, images, inference
 from zoo.errors import InvalidDatasetError, InvalidImageError, close_matches
 from zoo.inference import Engine
+from zoo.settings import get_settings
 
 SYNSET = re.compile(r"n\d{8}")
 AMBIGUOUS = -1
@@ -103,14 +104,25 @@ def _dir_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         rel = path.relative_to(root)
         if path.is_file() and not any(s.startswith(".") for s in rel.parts) \
                 and path.suffix.lower() in images.ACCEPTED_EXTENSIONS and not path.is_symlink():
-            yield rel.as_posix(), path.read_bytes
+            yield rel.as_posix(), (lambda path=path: images.read_limited(path, _max_image_bytes()))
 
 
 def _zip_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     archive = archives.open_zip(path)
     for m in archives.members(archive, path.name):
         if PurePosixPath(m.name).suffix.lower() in images.ACCEPTED_EXTENSIONS:
-            yield m.name, (lambda m=m: archives.read(archive, m, path.name))
+            yield m.name, (lambda m=m: _member(archive, m, path.name))
+
+
+def _max_image_bytes() -> int:
+    return get_settings().max_image_mb * 1024 * 1024
+
+
+def _member(archive, member: archives.Member, label: str) -> bytes:
+    """A member's bytes, or InvalidImageError (a skipped image) when it is declared over ZOO_MAX_IMAGE_MB."""
+    if why := archives.too_big(member, _max_image_bytes()):
+        raise InvalidImageError(why[0].upper() + why[1:] + ".")
+    return archives.read(archive, member, label)
 
 
 @dataclass

@@ -26,6 +26,7 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 WHITE = (255, 255, 255)
+MAX_ASPECT = 4  # images longer than this many times their width are centre-cropped before resizing
 
 Source = bytes | str | Path | BinaryIO | Image.Image
 
@@ -87,6 +88,11 @@ def decode(
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().rstrip(".") or type(exc).__name__
     return text[:160]
+
+
+def read_limited(path: str | Path, max_bytes: int) -> bytes:
+    """A file's bytes, refused unread when it is larger than `max_bytes` (InvalidImageError)."""
+    return _read(Path(path), max_bytes)
 
 
 def _read(source: bytes | str | Path | BinaryIO, max_bytes: int) -> bytes:
@@ -220,10 +226,33 @@ def transform(pre: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
     std = np.asarray(pre.std, np.float32)[:, None, None]
 
     def apply(image: Image.Image) -> torch.Tensor:
+        if pre.crop_mode == "center":  # the resize then keeps at most a square's worth of the long side
+            image = trim_aspect(image, pre.size / pre.resize)
         a = np.asarray(geometry(image), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
         return torch.from_numpy(np.ascontiguousarray((a - mean) / std))
 
     return apply
+
+
+def trim_aspect(image: Image.Image, keep: float = 1.0) -> Image.Image:
+    """Centre-crop the long side of an extreme image to what a short-side resize and centre crop can use.
+
+    A short-side resize of a 4000x1 image to 288 px would make a 1,152,000x288 image (1.3 GB) only to
+    crop 288x288 from it; cropping first bounds that memory by the output size. Only images longer than
+    MAX_ASPECT:1 are cropped, with a margin for the resampling filter, so ordinary photos are resized
+    exactly as timm does.
+
+    Args:
+        keep: the fraction of the short side that the centre crop keeps of the long side (size / resize).
+    """
+    w, h = image.size
+    short, long = min(w, h), max(w, h)
+    if long <= MAX_ASPECT * short:
+        return image
+    side = min(long, math.ceil(short * keep) + 2 * max(4, math.ceil(short / 32)))
+    start = (long - side) // 2
+    box = (start, 0, start + side, h) if w > h else (0, start, w, start + side)
+    return image.crop(box)
 
 
 def preprocess(entry: ModelEntry | Preprocessing, image: Image.Image) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from zoo import backends, images, loaded, models, paths, registry, resolver, weights
+from zoo import backends, images, loaded, models, paths, registry, residency, resolver, weights
 from zoo.batching import Slot
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
@@ -102,6 +102,7 @@ class Engine:
         self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
         self._lock = threading.Lock()
         self._exports: dict[str, threading.Thread] = {}
+        self.resident = residency.Residency(self.settings.model_memory_mb * 1024 * 1024)
 
     # -- runners -------------------------------------------------------------------------------
     def slot(self, name: str, device: str | torch.device | None = None) -> Slot:
@@ -111,12 +112,16 @@ class Engine:
         if loaded.stale(self, key, target.name, self.settings):  # its file was replaced or removed (#13)
             self._slots.pop(key, None), self.cache.clear()
         with self._lock:
-            if key in self._slots:
-                return self._slots[key]
+            slot = self._slots.get(key)
             making = self._making.setdefault(key, threading.Lock())
+        if slot is not None:
+            return self._reuse(slot)
         with making:  # only callers of this (tag, device) wait while it is built, warmed up and exported
-            if key in self._slots:
-                return self._slots[key]
+            with self._lock:
+                slot = self._slots.get(key)
+            if slot is not None:
+                return self._reuse(slot)
+            self.resident.make_room(self._stored_size(target))  # release before loading, not after
             model = self.cache.get(target.name, dev)
             family, size = resolver.entry(target).family, resolver.preprocessing(target).size
             runner = backends.EagerRunner(model, channels_last=backends.prefers_channels_last(family),
@@ -127,7 +132,44 @@ class Engine:
                 self._start_fast_path(target, model, slot)  # ONNX graphs are exported for registry tags
             with self._lock:
                 self._slots[key] = slot
+            nbytes = slot.runner.path.stat().st_size if isinstance(slot.runner, backends.OnnxRunner) \
+                else models.model_bytes(model)
+            del model
+            self.resident.admit(key, nbytes, functools.partial(self._release, key, target.name, dev))
         return slot
+
+    def _reuse(self, slot: Slot) -> Slot:
+        """Count a use of a ready slot; its second use starts the deferred ONNX export."""
+        self.resident.touch(slot.key)
+        with self._lock:
+            slot.uses += 1
+            export, slot.export = slot.export, None
+        if export is not None:
+            export.start()
+        return slot
+
+    def _release(self, key: str, name: str, dev: torch.device) -> None:
+        """Drop a slot and its model for the memory budget (requests in flight still complete)."""
+        with self._lock:
+            slot = self._slots.pop(key, None)
+            if slot is not None:
+                slot.export = None
+                slot.stop.set()  # an export still running would keep the eager model alive
+            if key in self._exports and self._exports[key].ident is None:  # never started: it holds the model
+                del self._exports[key]
+        self.cache.discard(name, dev)
+
+    def _busy(self) -> bool:
+        """Whether any request is running or queued (a background export waits meanwhile)."""
+        with self._lock:
+            return any(s.busy for s in self._slots.values())
+
+    def _stored_size(self, target: Resolved) -> int:
+        """Bytes of the file a model is built from (0 when unknown): what loading it will need."""
+        if isinstance(target, ModelEntry):
+            record = weights.store(self.settings).record(target.name)
+            return record.size if record else 0
+        return target.size or 0
 
     def _start_fast_path(self, entry: ModelEntry, model: torch.nn.Module, slot: Slot) -> None:
         if not backends.onnx_available():
@@ -143,7 +185,8 @@ class Engine:
 
         def build() -> None:
             try:
-                backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir)
+                backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir,
+                                              pause=self._busy, stop=slot.stop)
                 try:
                     fast = backends.OnnxRunner(path)
                 except Exception as exc:  # a damaged cache file: drop it so the next start exports afresh
@@ -153,24 +196,30 @@ class Engine:
                         from exc
                 worst = backends.check_against_eager(fast, model, entry.eval_size)
             except Exception as exc:  # the eager runner keeps serving; say why once
-                log.warning("%s: %s", entry.name, exc)
+                log.warning("%s: %s", entry.name, str(exc))  # a string: a kept record must not pin the model
                 return
             log.info("%s: ONNX Runtime ready (max |logit diff| vs eager %.1e)", entry.name, worst)
             slot.runner = fast
+            self.cache.discard(entry.name, slot.device)  # the eager weights are no longer needed
+            self.resident.resize(slot.key, path.stat().st_size)
 
         if path.exists() or self.backend == "onnx":
             build()  # a cached graph loads in a fraction of a second: use it from the first request
-        elif self.background_export:  # serve eager meanwhile; the export runs beside it
-            thread = self._exports[slot.key] = threading.Thread(target=build, name=f"zoo-export-{entry.name}",
-                                                                daemon=True)
-            thread.start()
+        elif self.background_export:  # serve eager meanwhile; export once the model is used again
+            slot.export = self._exports[slot.key] = threading.Thread(target=build, name=f"zoo-export-{entry.name}",
+                                                                     daemon=True)
 
     def close(self) -> None:
-        """Drop the runners and models (requests in flight still complete)."""
+        """End background exports; drop the runners and models (requests in flight still complete)."""
+        with self._lock:
+            for slot in self._slots.values():
+                slot.stop.set()
         self.wait_ready()
         with self._lock:
             self._slots = {}
+        self.resident.clear()
         self.cache.clear()
+        residency.return_memory()
 
     def forget(self, name: str) -> None:
         """Drop a model's runners and cached copies (a run that was deleted); requests in flight still complete."""
@@ -185,9 +234,10 @@ class Engine:
         self.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Wait for background exports to finish (tests, benchmarks, warm-up)."""
+        """Wait for background exports that have started to finish (tests, benchmarks, warm-up)."""
         for thread in list(self._exports.values()):
-            thread.join(timeout)
+            if thread.ident is not None:
+                thread.join(timeout)
 
     def is_ready(self, name: str, device: str | torch.device | None = None) -> bool:
         """Whether `name` is loaded and warmed up on `device` (its next request starts at once)."""

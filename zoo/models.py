@@ -156,6 +156,12 @@ class ModelCache:
             for key in [k for k in self._models if k[0] == name]:
                 del self._models[key]
 
+    def discard(self, name: str, device: str | torch.device | None = None) -> None:
+        """Forget one cached model (the engine released it, or no longer needs its eager form)."""
+        key = (self._canonical(name), str(resolve_device(device)))
+        with self._lock:
+            self._models.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

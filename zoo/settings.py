@@ -45,6 +45,11 @@ class Settings:
     batch_wait_ms: float = 0.0  # ZOO_BATCH_WAIT_MS: extra wait for company; 0 batches what queued meanwhile
     queue_size: int = 64  # ZOO_QUEUE_SIZE: UI requests waiting at once; more are turned away, not queued
     max_upload_mb: int = 1024  # ZOO_MAX_UPLOAD_MB: largest file the UI accepts (labelled zips included)
+    max_dataset_mb: int = 2048  # ZOO_MAX_DATASET_MB: most bytes a dataset's image files take (a zip: unpacked)
+    runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
+    upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
+    max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
+    shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +84,11 @@ class Settings:
             batch_wait_ms=_float(env, "ZOO_BATCH_WAIT_MS", cls.batch_wait_ms, low=0.0, high=1000.0),
             queue_size=_int(env, "ZOO_QUEUE_SIZE", cls.queue_size, low=1),
             max_upload_mb=_int(env, "ZOO_MAX_UPLOAD_MB", cls.max_upload_mb, low=1),
+            max_dataset_mb=_int(env, "ZOO_MAX_DATASET_MB", cls.max_dataset_mb, low=1),
+            runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
+            upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
+            max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),
+            shutdown_s=_float(env, "ZOO_SHUTDOWN_S", cls.shutdown_s, low=0.0, high=3600.0),
         )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from zoo import images
 from zoo.errors import InvalidArgumentError, InvalidDatasetError, WeightsUnavailableError
 from zoo.settings import Settings, get_settings
 
@@ -53,7 +54,7 @@ def check_size(size: int) -> int:
 
 def _square(image: Image.Image, size: int) -> np.ndarray:
     """Resize the short side to `size`, centre-crop a square, as uint8 HWC RGB."""
-    image = image.convert("RGB")
+    image = images.trim_aspect(image.convert("RGB"))
     w, h = image.size
     scale = size / min(w, h)
     image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)

@@ -1,6 +1,8 @@
 """Datasets for the transfer lab: scikit-learn's handwritten digits (built in, offline), a folder of class
 folders, or an uploaded zip of one (checked, then extracted into the job's own temporary folder).
-Every image is decoded up front, so unreadable ones are skipped and listed before anything trains."""
+Every image is decoded once up front, so unreadable ones are skipped and listed before anything trains;
+only small images stay decoded, larger ones are decoded again when used (memory bounded by the dataset's
+files, ZOO_MAX_DATASET_MB, not by their pixels)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,21 @@ DIGITS = "digits"
 MIN_PER_CLASS = 2  # one for training and one for validation at least
 
 
+KEEP_DECODED = 256 * 256  # pixels: images this small stay decoded in memory, larger ones are decoded when used
+
+
 @dataclass(frozen=True)
 class Example:
     path: str  # shown in reports: relative to the dataset root
     label: int  # index into Dataset.classes
-    image: Image.Image  # decoded RGB
+    source: Image.Image | Path  # a small decoded RGB image, or a checked file decoded again on use
+
+    @property
+    def image(self) -> Image.Image:
+        """The decoded RGB image."""
+        if isinstance(self.source, Image.Image):
+            return self.source
+        return images.decode(self.source, max_pixels=2**62, max_bytes=2**62)  # checked when the dataset was read
 
 
 @dataclass
@@ -110,6 +122,7 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
         return from_folder(folders[0], val_fraction, seed, settings, name)  # one wrapping folder
     digest = hashlib.sha256()
     classes, examples, skipped = [], [], []
+    max_bytes, budget, total = settings.max_image_mb * 1024 * 1024, settings.max_dataset_mb * 1024 * 1024, 0
     for folder in folders:
         label = len(classes)
         classes.append(folder.name)
@@ -121,15 +134,19 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
             if path.suffix.lower() not in images.ACCEPTED_EXTENSIONS:
                 skipped.append((rel, f"not an image type this zoo reads ({', '.join(images.ACCEPTED_EXTENSIONS)})"))
                 continue
-            data = path.read_bytes()
             try:
-                image = images.decode(data, max_pixels=settings.max_image_pixels,
-                                      max_bytes=settings.max_image_mb * 1024 * 1024)
+                data = images.read_limited(path, max_bytes)
+                image = images.decode(data, max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
             except InvalidImageError as exc:
                 skipped.append((rel, str(exc)))
                 continue
+            total += len(data)
+            if total > budget:
+                raise InvalidDatasetError(f"{name or root.name}: its images pass {budget / 2**20:,.0f} MiB at {rel}; "
+                                          "this server takes datasets up to that size (ZOO_MAX_DATASET_MB).")
             digest.update(rel.encode() + hashlib.sha256(data).digest())
-            examples.append(Example(rel, label, image))
+            keep = image if image.width * image.height <= KEEP_DECODED else path.resolve()
+            examples.append(Example(rel, label, keep))
     return _build(name or root.name, classes, examples, digest, skipped, val_fraction, seed)
 
 
@@ -151,8 +168,13 @@ def from_zip(path: Path, workdir: Path, val_fraction: float = 0.2, seed: int = 0
     """A zip of class folders: checked (see `zoo.archives`), extracted into `workdir`, then read as a folder."""
     data = Path(workdir) / "data"
     data.mkdir(parents=True, exist_ok=True)
-    archives.extract(Path(path), data, images.ACCEPTED_EXTENSIONS)
-    return from_folder(data, val_fraction, seed, settings, name=Path(path).name)
+    settings = settings or get_settings()
+    skipped: list[tuple[str, str]] = []
+    archives.extract(Path(path), data, images.ACCEPTED_EXTENSIONS, max_member=settings.max_image_mb * 1024 * 1024,
+                     max_total=settings.max_dataset_mb * 1024 * 1024, skipped=skipped)
+    ds = from_folder(data, val_fraction, seed, settings, name=Path(path).name)
+    ds.skipped[:0] = skipped
+    return ds
 
 
 def load(source: str | Path, workdir: Path, val_fraction: float = 0.2, seed: int = 0,

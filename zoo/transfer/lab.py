@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from zoo import checkpoint, images, models, paths, registry, weights
 from zoo.errors import OutOfMemoryError
 from zoo.settings import Settings, get_settings
-from zoo.transfer import distributed, heads, runs
+from zoo.transfer import distributed, heads, quota, runs
 from zoo.transfer.data import Dataset
 from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
 from zoo.transfer.metrics import Scores, score
@@ -52,9 +52,14 @@ def _pre(tag: str, size: int | None) -> images.Preprocessing:
 
 
 def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """The train and validation images as model inputs."""
-    splits = (dataset.train, dataset.val)
-    return tuple(torch.stack([images.preprocess(pre, ex.image) for ex in split]) for split in splits)
+    """The train and validation images as model inputs, decoded one at a time into one tensor per split."""
+    out = []
+    for split in (dataset.train, dataset.val):
+        x = torch.empty(len(split), 3, pre.size, pre.size)
+        for i, ex in enumerate(split):
+            x[i] = images.preprocess(pre, ex.image)
+        out.append(x)
+    return out[0], out[1]
 
 
 def _labels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +101,11 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     """Train one (tag, strategy) on `dataset` and store the run.
 
     Raises:
-        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, OutOfMemoryError.
+        UnknownModelError, WeightsUnavailableError, InvalidArgumentError, Cancelled, OutOfMemoryError,
+        QuotaExceededError (the stored runs take ZOO_RUNS_MAX_MB).
     """
     settings = settings or get_settings()
+    quota.check(settings)
     config = config or FitConfig()
     entry = registry.get(tag)
     if config.lr is None:

@@ -26,7 +26,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
     examples = [[str(p)] for p in EXAMPLES]
     heavy = {"concurrency_id": "heavy", "concurrency_limit": 1}  # one multi-model job at a time per device
 
-    with gr.Blocks(title="ResNet Zoo", analytics_enabled=False) as demo:
+    with gr.Blocks(title="ResNet Zoo", analytics_enabled=False,
+                   delete_cache=(settings.upload_ttl_s, settings.upload_ttl_s)) as demo:  # uploads: ZOO_UPLOAD_TTL_S
         gr.Markdown(INTRO)
         banner = gr.Markdown(label="Missing weights", elem_id="banner")
         with gr.Tabs():

@@ -11,7 +11,7 @@ import pandas as pd
 
 from zoo import accel, inference
 from zoo.errors import InvalidArgumentError
-from zoo.transfer import data, grid, lab, runs
+from zoo.transfer import data, grid, lab, quota, runs
 from zoo.transfer.fit import FitConfig
 from zoo.ui import transfer_views, views
 from zoo.ui.relay import relay
@@ -101,7 +101,7 @@ def delete_run(run_id: str) -> tuple[Any, Any, str]:
     if not runs.RUN_ID.fullmatch(run_id) or not runs.delete(run_id):
         raise InvalidArgumentError(f"No stored run {run_id!r}; pick one from the table.")
     inference.engine().forget(run_id)
-    return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
+    return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}. {quota.describe()}"
 
 
 def pick_run(evt: gr.SelectData) -> str:
@@ -140,7 +140,7 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
-        removed = gr.Markdown()
+        removed = gr.Markdown(quota.describe)  # the runs' disk use against ZOO_RUNS_MAX_MB, on each page load
 
     train_event = go.click(accel.gpu(user_errors(train_lab), duration=300),
                            [source, upload, tags, strategies, epochs, size],

@@ -1,0 +1,280 @@
+"""The whole app under load and hostile input stays within its limits (loopback only, about 3 minutes).
+
+`python app.py` runs as a child process on 127.0.0.1 with a fresh weight store of seeded random weights
+(the Hub is out of reach; speed and memory do not depend on the values), eager PyTorch and a model
+memory budget of B = BUDGET_MB. Its memory is read from /proc (VmRSS, and VmHWM reset through
+clear_refs before each peak). In order:
+- idle: classify one image at a time, as a browser does (upload, queue call, server-sent events);
+- load: 8 such classify clients (each request a new Gradio session) and 4 loops downloading a weight
+  file (SHA-256 checked) for LOAD_S seconds. Errors other than deliberate 429/503 answers fail it;
+  classify p99 must stay within 8x the idle p50; RSS growth after a warm-up within 20 MB per 1,000 requests;
+- a 94-byte 4000x1 PNG: peak RSS growth within 100 MB;
+- the six default tags round robin, twice: peak RSS within baseline + B + 300 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench import Target, free_port
+
+LOAD_S = float(os.environ.get("ZOO_BENCH_LOAD_S", "60"))
+WARMUP_S = 10.0  # RSS growth is measured from here on
+BUDGET_MB = 400
+CLASSIFY_CLIENTS, DOWNLOAD_LOOPS = 8, 4
+TAG = "resnet18.a1_in1k"
+
+
+def _rss(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of `pid` in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+def _store(tmp: Path, tags: list[str]) -> None:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo import registry, weights
+
+    for tag in tags:
+        torch.manual_seed(0)
+        path = tmp / f"{tag}.safetensors"
+        save_file(timm.create_model(registry.get(tag).arch).state_dict(), str(path))
+        weights.import_file(path, tag)
+        path.unlink()
+
+
+def _start(env: dict[str, str], port: int) -> subprocess.Popen:
+    import httpx
+
+    from zoo.settings import REPO_ROOT
+
+    server = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the app did not start: {server.stderr.read()[-500:] if server.stderr else ''}")
+        time.sleep(0.3)
+
+
+class Browser:
+    """What the page does for one classification: upload, queue call, read the server-sent events."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=120)
+
+    def classify(self, image: bytes, tag: str) -> int:
+        """The HTTP status: 200 for a complete answer (else RuntimeError), or the refusal's status."""
+        r = self.http.post("/gradio_api/upload", files={"files": ("image.png", image, "image/png")})
+        if r.status_code != 200:
+            return r.status_code
+        data = [{"path": r.json()[0], "orig_name": "image.png", "meta": {"_type": "gradio.FileData"}}, tag]
+        r = self.http.post("/gradio_api/call/classify", json={"data": data})
+        if r.status_code != 200:
+            return r.status_code
+        with self.http.stream("GET", f"/gradio_api/call/classify/{r.json()['event_id']}") as s:
+            body = b"".join(s.iter_bytes())
+        if b"event: complete" in body:
+            return 200
+        if b"Queue is full" in body or b"queue is full" in body.lower():
+            return 503
+        raise RuntimeError(f"classify failed: {body[-300:]!r}")
+
+
+def _image() -> bytes:
+    from zoo.settings import REPO_ROOT
+
+    return (REPO_ROOT / "examples" / "chelsea.jpg").read_bytes()
+
+
+def _load(url: str, pid: int, sha256: str) -> dict:
+    import httpx
+
+    image, stop, lock = _image(), threading.Event(), threading.Lock()
+    stats = {"latencies": [], "errors": [], "refused": 0, "downloads": 0, "after_warmup": 0}
+    warm_at = time.monotonic() + WARMUP_S
+
+    def classify_loop():
+        browser = Browser(url)
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                status = browser.classify(image, TAG)
+            except Exception as exc:  # counted, never raised: the figure is the error count
+                with lock:
+                    stats["errors"].append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            with lock:
+                if status == 200:
+                    stats["latencies"].append((time.perf_counter() - t) * 1000)
+                    stats["after_warmup"] += time.monotonic() > warm_at
+                elif status in (429, 503):
+                    stats["refused"] += 1
+                else:
+                    stats["errors"].append(f"HTTP {status}")
+
+    def download_loop():
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while not stop.is_set():
+                digest = hashlib.sha256()
+                try:
+                    with http.stream("GET", f"/api/models/{TAG}/weights") as r:
+                        for chunk in r.iter_bytes(1 << 20):
+                            digest.update(chunk)
+                    ok = r.status_code == 200 and digest.hexdigest() == sha256
+                except httpx.HTTPError as exc:
+                    ok, r = False, type(exc).__name__
+                with lock:
+                    stats["downloads"] += ok
+                    if not ok:
+                        stats["errors"].append(f"download: {getattr(r, 'status_code', r)}")
+
+    threads = [threading.Thread(target=classify_loop, daemon=True) for _ in range(CLASSIFY_CLIENTS)]
+    threads += [threading.Thread(target=download_loop, daemon=True) for _ in range(DOWNLOAD_LOOPS)]
+    for t in threads:
+        t.start()
+    time.sleep(WARMUP_S)
+    stats["rss_warm"] = _rss(pid)["VmRSS"]
+    samples = []
+    while time.monotonic() < warm_at + LOAD_S - WARMUP_S:
+        time.sleep(5)
+        samples.append(round(_rss(pid)["VmRSS"]))
+    print(f"RSS every 5 s after warm-up (MB): {samples}", flush=True)
+    stats["rss_end"] = _rss(pid)["VmRSS"]
+    stop.set()
+    for t in threads:
+        t.join(120)
+    return stats
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [float("nan")])[0]
+
+
+def run() -> list[Target]:
+    if not sys.platform.startswith("linux"):
+        print("SKIP load_*: reads the server's memory from /proc (Linux only)", flush=True)
+        return []
+    from zoo import compare, settings, weights
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "ZOO_WEIGHTS_DIR": str(tmp / "weights"),
+        "HF_HUB_OFFLINE": "1",
+        "ZOO_CPU_BACKEND": "eager",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "ZOO_PORT": str(port),
+        "ZOO_HOST": "127.0.0.1",
+        "ZOO_MODEL_MEMORY_MB": str(BUDGET_MB),
+    }
+    os.environ["ZOO_WEIGHTS_DIR"] = env["ZOO_WEIGHTS_DIR"]
+    settings.get_settings.cache_clear()
+    six = compare.default_tags()
+    _store(tmp, [TAG, *six])
+    sha256 = weights.store().record(TAG).sha256
+    server = _start(env, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        return _measure(server.pid, url, sha256, six)
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
+    browser, image = Browser(url), _image()
+    for _ in range(3):
+        browser.classify(image, TAG)
+    idle = []
+    for _ in range(20):
+        t = time.perf_counter()
+        if browser.classify(image, TAG) != 200:
+            raise RuntimeError("an idle classification was refused")
+        idle.append((time.perf_counter() - t) * 1000)
+    idle_p50 = statistics.median(idle)
+
+    stats = _load(url, pid, sha256)
+    lat = stats["latencies"]
+    p50, p99 = statistics.median(lat), _p(lat, 99)
+    growth = (stats["rss_end"] - stats["rss_warm"]) / max(stats["after_warmup"], 1) * 1000
+    print(
+        f"idle classify p50 {idle_p50:.0f} ms; under {CLASSIFY_CLIENTS} classify clients + {DOWNLOAD_LOOPS} "
+        f"download loops for {LOAD_S:.0f} s: {len(lat)} classifications (p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"{p99 / idle_p50:.1f}x idle p50), {stats['downloads']} downloads with the right SHA-256, "
+        f"{stats['refused']} deliberate 429/503, {len(stats['errors'])} errors {stats['errors'][:3]}",
+        flush=True,
+    )
+    print(
+        f"RSS {stats['rss_warm']:.0f} MB after warm-up, {stats['rss_end']:.0f} MB at the end over "
+        f"{stats['after_warmup']} requests: {growth:.1f} MB per 1,000",
+        flush=True,
+    )
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 1), (200, 30, 30)).save(buf, "PNG", optimize=True)
+    time.sleep(1)
+    _reset_peak(pid)
+    before = _rss(pid)["VmRSS"]
+    status = browser.classify(buf.getvalue(), TAG)
+    wide = _rss(pid)["VmHWM"] - before
+    print(f"a {len(buf.getvalue())}-byte 4000x1 PNG: HTTP {status}, peak RSS +{wide:.0f} MB", flush=True)
+
+    baseline = _rss(pid)["VmRSS"]
+    _reset_peak(pid)
+    for _ in range(2):
+        for tag in six:
+            if browser.classify(image, tag) != 200:
+                raise RuntimeError(f"classify with {tag} was refused")
+    peak = _rss(pid)["VmHWM"]
+    print(
+        f"six-model round robin ({', '.join(six)}) with ZOO_MODEL_MEMORY_MB={BUDGET_MB}: baseline "
+        f"{baseline:.0f} MB, peak {peak:.0f} MB (+{peak - baseline:.0f} MB; target <= B + 300 = "
+        f"{BUDGET_MB + 300} MB)",
+        flush=True,
+    )
+    return [
+        Target("load_errors", float(len(stats["errors"])), "<=", 0.0),
+        Target("load_classify_p99_over_idle_p50", p99 / idle_p50, "<=", 8.0),
+        Target("load_rss_mb_per_1000_requests", growth, "<=", 20.0),
+        Target("load_wide_image_peak_mb", wide, "<=", 100.0),
+        Target("load_round_robin_peak_over_budget_mb", peak - baseline - BUDGET_MB, "<=", 300.0),
+    ]

@@ -1,0 +1,201 @@
+"""Bounded resources for hostile input: extreme images, lying zips, big datasets, the runs quota, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import imagecorpus as corpus
+from tests.liveserver import free_port
+from zoo import archives, images, registry, weights
+from zoo.errors import InvalidDatasetError
+from zoo.settings import REPO_ROOT, get_settings
+from zoo.transfer import data, lab, quota
+
+
+def _env(monkeypatch, **values) -> None:
+    for k, v in values.items():
+        monkeypatch.setenv(k, str(v))
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("size", [(4000, 1), (1, 40_000), (30_000, 7)])
+def test_an_extreme_aspect_ratio_is_cropped_before_the_resize(size):
+    im = Image.new("RGB", size, (200, 30, 30))
+    trimmed = images.trim_aspect(im, 0.875)
+    assert max(trimmed.size) <= 4 * min(trimmed.size) + 16  # not 1,152,000 px long after the resize
+    x = images.preprocess(registry.get("resnet50.a1_in1k"), im)
+    assert tuple(x.shape) == (3, 288, 288)
+    assert images.trim_aspect(Image.new("RGB", (400, 100))).size == (400, 100)  # ordinary shapes untouched
+
+
+def _noise_png(side: int, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return corpus.encode(Image.fromarray(pixels), "PNG")
+
+
+def _zip(path: Path, files: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as z:
+        for name, blob in files.items():
+            z.writestr(name, blob)
+    return path
+
+
+def _lie(path: Path, declared: int) -> None:
+    """Rewrite every header's uncompressed size to `declared` (a zip that lies about its member)."""
+    raw = bytearray(path.read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = raw.find(sig)
+        raw[at + offset : at + offset + 4] = struct.pack("<I", declared)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_member_that_lies_about_its_size_stops_at_the_declared_size(tmp_path):
+    path = _zip(tmp_path / "lie.zip", {"cat/a.png": bytes(4 * 2**20)})  # 4 MiB of zeros, about 4 KiB packed
+    _lie(path, 1000)
+    with zipfile.ZipFile(path) as z:
+        member = archives.members(z, "lie.zip")[0]
+        assert member.info.file_size == 1000
+        seen = 0
+        with pytest.raises(InvalidDatasetError, match=r"lie\.zip"):
+            for chunk in archives.chunks(z, member, "lie.zip"):
+                seen += len(chunk)
+    assert seen <= 1000  # never inflated past what the header declared
+
+
+def test_members_over_the_image_limit_are_skipped_unread_and_the_dataset_budget_holds(tmp_path, monkeypatch):
+    _env(monkeypatch, ZOO_MAX_IMAGE_MB=1)
+    big = os.urandom(2 * 2**20)
+    good = {f"{c}/{i}.png": _noise_png(16, i) for c in ("cat", "dog") for i in range(3)}
+    path = _zip(tmp_path / "set.zip", {**good, "cat/huge.png": big}, zipfile.ZIP_STORED)
+    with data.job_folder() as job:
+        ds = data.load(path, job)
+        assert not list(job.rglob("huge.png"))  # never written
+    assert ds.skipped[0][0] == "cat/huge.png" and "ZOO_MAX_IMAGE_MB" in ds.skipped[0][1]
+    _env(monkeypatch, ZOO_MAX_DATASET_MB=1)
+    path = _zip(
+        tmp_path / "two.zip", {**good, "cat/a.bin.png": big[:900_000], "dog/b.png": big[:900_000]}, zipfile.ZIP_STORED
+    )
+    with data.job_folder() as job, pytest.raises(InvalidDatasetError, match=r"1\.7 MiB.*ZOO_MAX_DATASET_MB"):
+        data.load(path, job)
+
+
+def test_a_folder_past_the_dataset_budget_is_refused_with_the_limit(tmp_path, monkeypatch):
+    _env(monkeypatch, ZOO_MAX_DATASET_MB=1)
+    for c in ("cat", "dog"):
+        (tmp_path / "set" / c).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "set" / c / f"{i}.png").write_bytes(_noise_png(400, i))  # ~480 KB each
+    with pytest.raises(InvalidDatasetError, match=r"1 MiB.*ZOO_MAX_DATASET_MB"):
+        data.load(tmp_path / "set", tmp_path)
+
+
+def test_large_images_are_not_kept_decoded(tmp_path):
+    for c in ("cat", "dog"):
+        (tmp_path / "set" / c).mkdir(parents=True)
+        (tmp_path / "set" / c / "small.png").write_bytes(_noise_png(32))
+        (tmp_path / "set" / c / "large.png").write_bytes(_noise_png(300))
+    ds = data.load(tmp_path / "set", tmp_path)
+    kinds = {ex.path: type(ex.source).__name__ for ex in ds.train + ds.val}
+    assert {p: k for p, k in kinds.items() if "large" in p} == {
+        "cat/large.png": "PosixPath",
+        "dog/large.png": "PosixPath",
+    }
+    assert all(k == "Image" for p, k in kinds.items() if "small" in p)
+    large = next(ex for ex in ds.train + ds.val if ex.path == "cat/large.png")
+    assert large.image.size == (300, 300) and large.image.mode == "RGB"
+
+
+def test_the_runs_quota_refuses_new_runs_and_deletes_nothing(monkeypatch):
+    _env(monkeypatch, ZOO_RUNS_MAX_MB=1)
+    run = get_settings().weights_dir / "runs" / "20260101-000000-old"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(bytes(2**20))
+    assert quota.usage() == (2**20 + 2, 1)
+    assert "1 taking 1.0 MiB of 1 MiB (ZOO_RUNS_MAX_MB)" in quota.describe()
+    with pytest.raises(quota.QuotaExceededError, match=r"1\.0 MiB \(1 runs\).*limit of 1 MiB \(ZOO_RUNS_MAX_MB\)"):
+        lab.train(data.digits(), "resnet18.a1_in1k", "linear")
+    assert (run / "model.safetensors").exists()
+
+
+def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
+    weights.import_file(resnet18_file, "resnet18.a1_in1k")
+    port = free_port()
+    env = {**os.environ, "ZOO_PORT": str(port), "ZOO_SHUTDOWN_S": "1", "PYTHONPATH": str(REPO_ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                slow = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the app did not start"
+                time.sleep(0.3)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"GET /api/models/resnet18.a1_in1k/weights HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert slow.recv(12) == b"HTTP/1.1 200"  # the download has started; this client now reads nothing
+        time.sleep(1)
+        start = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        assert time.monotonic() - start < 10  # ZOO_SHUTDOWN_S=1, then the connection is closed
+    finally:
+        if server.poll() is None:
+            server.kill()
+        slow.close()
+
+
+def test_every_setting_is_in_the_readme_table():
+    import dataclasses
+    import re
+
+    from zoo.settings import Settings
+
+    source = (REPO_ROOT / "zoo" / "settings.py").read_text()
+    table = (REPO_ROOT / "README.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for f in dataclasses.fields(Settings):
+        variable = re.search(rf"{f.name}: .*#\s*([A-Z_]+):", source).group(1)
+        assert f"| `{variable}` |" in table, variable
+
+
+def test_evaluation_skips_an_image_declared_over_the_limit_unread(tmp_path, monkeypatch):
+    from zoo import evaluate
+
+    _env(monkeypatch, ZOO_MAX_IMAGE_MB=1)
+    path = _zip(
+        tmp_path / "eval.zip",
+        {"tench/a.png": _noise_png(16), "tench/huge.png": os.urandom(2 * 2**20)},
+        zipfile.ZIP_STORED,
+    )
+    items = {it.path: it for it in evaluate.read_labelled(path)}
+    assert items["tench/a.png"].read()[:4] == b"\x89PNG"
+    with pytest.raises(evaluate.InvalidImageError, match=r"2\.0 MiB.*ZOO_MAX_IMAGE_MB"):
+        items["tench/huge.png"].read()
+    (tmp_path / "dir" / "tench").mkdir(parents=True)
+    (tmp_path / "dir" / "tench" / "huge.png").write_bytes(os.urandom(2 * 2**20))
+    with pytest.raises(evaluate.InvalidImageError, match="ZOO_MAX_IMAGE_MB"):
+        evaluate.read_labelled(tmp_path / "dir")[0].read()
+
+
+def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
+    from app import build_app
+
+    _env(monkeypatch, ZOO_UPLOAD_TTL_S=30, ZOO_MAX_SESSIONS=5)
+    blocks = build_app().routes[-1].app.get_blocks()
+    assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s
+    assert blocks.state_session_capacity == 5 and blocks.state_holder.capacity == 5

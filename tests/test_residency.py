@@ -1,0 +1,136 @@
+"""The model memory budget: least recently used models released for real; the ONNX export's limits."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+from filelock import FileLock
+
+from tests import imagecorpus as corpus
+from zoo import backends, inference, residency, weights
+from zoo.settings import get_settings
+
+TAG, OTHER = "resnet18.tv_in1k", "resnet18.a1_in1k"
+
+
+@pytest.fixture
+def stored(resnet18_file):
+    weights.import_file(resnet18_file, TAG)
+    weights.import_file(resnet18_file, OTHER)
+    return resnet18_file
+
+
+def test_least_recently_used_released_first_and_the_newest_always_kept():
+    released = []
+    r = residency.Residency(100)
+    r.admit("a", 40, lambda: released.append("a"))
+    r.admit("b", 40, lambda: released.append("b"))
+    r.touch("a")
+    assert r.admit("c", 40, lambda: released.append("c")) == ["b"] and released == ["b"]
+    assert r.resident() == ["a", "c"] and r.used_bytes == 80
+    assert r.admit("huge", 500, lambda: released.append("huge")) == ["a", "c"]  # bigger than the budget: alone
+    assert r.resident() == ["huge"] and r.released == 3
+    r.resize("huge", 10)
+    assert r.used_bytes == 10
+
+
+def _png() -> bytes:
+    return corpus.encode(corpus.scene(), "PNG")
+
+
+@pytest.mark.parametrize("backend", ["eager", "auto"])  # auto: a deferred export must not keep the model either
+def test_the_engine_releases_models_beyond_the_budget_for_real(stored, monkeypatch, backend):
+    monkeypatch.setenv("ZOO_MODEL_MEMORY_MB", "60")  # one resnet18 (46 MB) fits, two do not
+    get_settings.cache_clear()
+    eng = inference.Engine(backend=backend)
+    eng.classify([_png()], [TAG])
+    eng.classify([_png()], [TAG])  # used again: with auto, its export starts
+    first = weakref.ref(eng._slots[f"{TAG}@cpu"].runner.model)
+    eng.classify([_png()], [OTHER])
+    eng.wait_ready(timeout=60)  # the released model's export is cancelled
+    gc.collect()
+    assert first() is None  # no reference is left anywhere: its memory is free
+    assert eng.resident.resident() == [f"{OTHER}@cpu"] and not eng.is_ready(TAG)
+    assert eng.cache.cached() == [f"{OTHER}@cpu"]
+    assert eng.classify([_png()], [TAG])[0][0].model == TAG  # served again, loaded afresh
+
+
+def test_a_model_bigger_than_the_budget_still_serves_alone(stored, monkeypatch):
+    monkeypatch.setenv("ZOO_MODEL_MEMORY_MB", "1")
+    get_settings.cache_clear()
+    eng = inference.Engine(backend="eager")
+    preds = eng.classify([_png()], [TAG, OTHER])[0]
+    assert [p.model for p in preds] == [TAG, OTHER]
+    assert eng.resident.resident() == [f"{OTHER}@cpu"]
+
+
+def test_the_onnx_export_waits_for_a_second_use(stored):
+    if not backends.onnx_available():
+        pytest.skip("onnxruntime/onnxscript not installed")
+    eng = inference.Engine(backend="auto")
+    eng.classify([_png()], [TAG])
+    thread = eng._exports[f"{TAG}@cpu"]
+    assert thread.ident is None  # one use: no export
+    eng.classify([_png()], [TAG])
+    assert thread.ident is not None  # used again: the export started
+    eng.close()  # ends it: nothing is left running or written
+    assert not thread.is_alive() and not backends._children
+    assert not list((get_settings().weights_dir / ".cache" / "onnx").glob("*.onnx"))
+
+
+def test_one_export_at_a_time_per_machine_and_cancel_while_waiting(tmp_path):
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    # another process's export holds the machine's lock: this one waits, and can be cancelled meanwhile
+    with FileLock(str(backends.EXPORT_LOCK)), pytest.raises(backends.FastPathError, match="cancelled"):
+        backends.export_in_subprocess(TAG, tmp_path / "g.onnx", 224, tmp_path, stop=stop)
+    assert not backends._children
+
+
+def test_a_paused_export_is_stopped_and_killed_on_stop(tmp_path, monkeypatch):
+    seen = {}
+    real = backends._supervise
+
+    def supervise(child, name, timeout_s, pause, stop):
+        threading.Timer(1.0, lambda: (seen.setdefault("state", _state(child.pid)), stop.set())).start()
+        try:
+            return real(child, name, timeout_s, pause, stop)
+        finally:
+            seen["alive"] = child.poll() is None
+
+    monkeypatch.setattr(backends, "_supervise", supervise)
+    with pytest.raises(backends.FastPathError, match="cancelled"):
+        backends.export_in_subprocess(TAG, tmp_path / "g.onnx", 224, tmp_path, pause=lambda: True)
+    assert seen == {"state": "T", "alive": False}  # stopped (SIGSTOP) while requests waited, then killed
+    assert not (tmp_path / "g.onnx").exists()
+
+
+def _state(pid: int) -> str:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+def test_the_export_child_dies_with_its_parent(tmp_path):
+    code = (
+        f"import threading, time, os, pathlib\nfrom zoo import backends\n"
+        f"backends.EXPORT_LOCK = pathlib.Path(r'{tmp_path}/export.lock')  # not waiting on another test's export\n"
+        f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
+        f" 224, pathlib.Path(r'{tmp_path}')), daemon=True).start()\n"
+        "time.sleep(1.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    for _ in range(50):
+        try:
+            if _state(pid) == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"export child {pid} outlived its parent")
