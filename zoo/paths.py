@@ -1,6 +1,8 @@
 """The weights folder's layout, in one place. Everything the zoo writes lives under `ZOO_WEIGHTS_DIR`:
 
-    <weights>/                   the weight store: <tag>.safetensors and their records (`store.Store`)
+    <weights>/blobs/<sha256>     the weight store's files, named by their SHA-256 (`store.Store`)
+    <weights>/<tag>/record.json  each tag's record, naming its blob (swapped atomically)
+    <weights>/.corrupt/          files moved aside because their bytes no longer match their name
     <weights>/runs/<id>/         fine-tuned transfer runs: run.json + model.safetensors (`transfer.runs`)
     <weights>/degradation/       the degradation lab's stored results (`degradation.results`)
     <weights>/.cache/onnx/       ONNX graphs exported for the CPU fast path (`backends`, `inference`)
@@ -13,9 +15,17 @@ Caches can be deleted at any time; runs and results are what users made.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from zoo.settings import Settings, get_settings
+
+# the weight store's names (`store`, `storemigrate`)
+WEIGHTS_FILE = "model.safetensors"  # the file of the store's first layout (`<name>/model.safetensors`)
+RECORD_FILE = "record.json"
+BLOBS = "blobs"
+QUARANTINE = ".corrupt"
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)?")  # a tag, as a folder name
 
 
 def _root(settings: Settings | None) -> Path:

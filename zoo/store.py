@@ -25,16 +25,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from zoo import durable, integrity
+from zoo import durable, integrity, storemigrate
 from zoo.checkpoint import HASH_CHUNK, sha256_file
 from zoo.errors import InvalidArgumentError, WeightsCorruptError, WeightsIntegrityError
+from zoo.paths import BLOBS, NAME, QUARANTINE, RECORD_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
-WEIGHTS_FILE = "model.safetensors"  # the file of the store's first layout (`<name>/model.safetensors`)
-RECORD_FILE = "record.json"
-BLOBS = "blobs"
-QUARANTINE = ".corrupt"
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)?")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SOURCES = ("hub", "hf-cache", "import", "fine-tune")
 
@@ -204,8 +200,6 @@ class Store:
         blobs no record names. Does nothing where the store cannot be written."""
         try:
             with self._store_lock():
-                from zoo import storemigrate  # imported here: it uses this module
-
                 for note in storemigrate.migrate(self):
                     log.warning("%s", note)
                 durable.sweep(self.root / BLOBS)

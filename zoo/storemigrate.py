@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from zoo import durable, integrity
 from zoo.checkpoint import sha256_file
+from zoo.paths import NAME, QUARANTINE, RECORD_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:
     from zoo.store import Store
@@ -26,8 +27,6 @@ def _leftover(name: str) -> bool:
 def migrate(store: Store) -> list[str]:
     """Migrate every folder of the first layout (the caller holds the store lock); notes on what was kept
     aside. Cheap when there is nothing to do: one look at each tag folder."""
-    from zoo.store import NAME, QUARANTINE, RECORD_FILE, WEIGHTS_FILE
-
     notes = []
     for folder in sorted(p for p in store.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name)):
         for leftover in [p for p in folder.iterdir() if _leftover(p.name)]:
