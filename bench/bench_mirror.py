@@ -5,7 +5,9 @@ file, config.json and README.md) add to the one big transfer.
 One zoo process (`python app.py`, one uvicorn worker) on 127.0.0.1, started here. Both clients write to
 files on the same disk; snapshot_download runs in this process into a fresh cache each round (the repo's
 generated files were made once by a warm-up call). ROUNDS rounds each, medians compared.
-Target: the snapshot within 1.5x of curl. Weights are random (a resnet50 state dict, 102 MB).
+Targets: the snapshot within 1.5x of curl, and within 1.1x of `hf_hub_download` fetching model.safetensors
+alone (what the mirror's metadata and small files add through the same client). Weights are random (a resnet50
+state dict, 102 MB).
 """
 
 from __future__ import annotations
@@ -118,4 +120,8 @@ def run() -> list[Target]:
           f"Python client costs {med['one_file'] / med['curl']:.2f}x curl by itself, the repo's metadata "
           f"and small files add {(med['snapshot'] - med['one_file']) * 1000:.0f} ms")
     curl, snap = med["curl"], med["snapshot"]
-    return [Target("mirror_snapshot_vs_curl_file", snap / curl, "<=", 1.5)]
+    # The first target is the issue's; the client's own transfer loop (pure-Python httpx) sets its floor, which
+    # no server change moves. The second isolates what the mirror adds: the whole repo against the one file
+    # through the same client.
+    return [Target("mirror_snapshot_vs_curl_file", snap / curl, "<=", 1.5),
+            Target("mirror_snapshot_vs_client_file", snap / med["one_file"], "<=", 1.1)]
