@@ -1,7 +1,7 @@
 """The degradation lab's training loop against a bare PyTorch loop, and the default experiment's wall time.
 
 The four default networks (plain-20, plain-56, ResNet-20, ResNet-56) train on the same digits batches
-(16 px, batch 128) for the same steps, once through `experiment.train` (which also records every step,
+(the default size and batch) for the same steps, once through `experiment.train` (which also records every step,
 validates every epoch and measures the networks) and once through a bare loop of forward, loss, backward
 and SGD step. Target: the lab's throughput per network >= 0.9x the bare loop's. Then the default experiment
 runs whole, and its wall time is printed (on a GPU, the GPU check measures it against 60 s).
