@@ -26,6 +26,12 @@ def engine(stored):
     return inference.Engine(backend="eager")
 
 
+def test_without_warm_runs_the_first_pass_is_the_latency(engine):
+    comp = compare.compare(corpus.encode(corpus.scene(64, 64), "PNG"), TAGS[:1], engine=engine, warm_runs=0)
+    (row,) = comp.rows
+    assert row.warm_ms == () and row.latency_ms == row.first_ms > 0 and row.as_dict()["warm_runs"] == 0
+
+
 def test_default_comparison_is_the_default_tag_of_each_depth():
     tags = compare.default_tags()
     assert [registry.get(t).arch for t in tags] == list(compare.DEFAULT_ARCHS)
@@ -47,6 +53,13 @@ def test_comparison_rows_agreement_and_scatter(engine):
     assert {lb.index for lb in ag.common_top5} == set.intersection(*({s.label.index for s in p.top} for p in (a, b, c)))
     points = comp.scatter()
     assert [p["model"] for p in points] == TAGS
+    for r, p in zip(comp.rows, points, strict=True):  # the latency reported is the warm median, the first apart
+        assert len(r.warm_ms) == compare.WARM_RUNS and all(ms > 0 for ms in r.warm_ms)
+        assert r.latency_ms == sorted(r.warm_ms)[compare.WARM_RUNS // 2] and r.first_ms == r.prediction.latency_ms
+        assert p["latency_ms"] == round(r.latency_ms, 3)
+        d = r.as_dict()
+        assert (d["latency_ms"], d["first_call_ms"], d["warm_runs"]) == (
+            round(r.latency_ms, 3), round(r.first_ms, 3), compare.WARM_RUNS)
     assert points[0]["gmacs"] == registry.get(TAGS[0]).gmacs_eval
     assert points[1]["published_top1"] == registry.get(TAGS[1]).top1
     d = comp.as_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from zoo.inference import Engine, Label, Prediction
 from zoo.registry import ModelEntry
 
 DEFAULT_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
+WARM_RUNS = 3  # timed passes after the first, per model; their median is the latency a comparison reports
 
 
 def default_tags() -> list[str]:
@@ -25,16 +27,25 @@ class Row:
 
     entry: ModelEntry
     prediction: Prediction
+    warm_ms: tuple[float, ...] = ()  # the passes timed after the first one, on the same batch
+
+    @property
+    def first_ms(self) -> float:
+        """The first forward pass of this comparison: it may include one-off set-up (kernels, caches)."""
+        return self.prediction.latency_ms
 
     @property
     def latency_ms(self) -> float:
-        return self.prediction.latency_ms
+        """The median of the warm passes (the first pass when none were timed)."""
+        return statistics.median(self.warm_ms) if self.warm_ms else self.first_ms
 
     def as_dict(self) -> dict:
         e = self.entry
         return {"model": e.name, "architecture": e.arch, "depth": e.depth, "family": e.family,
                 "params_m": round(e.params / 1e6, 2), "gmacs": e.gmacs_eval, "eval_size": e.eval_size,
-                "published_top1": e.top1, "published_top5": e.top5, **self.prediction.as_dict()}
+                "published_top1": e.top1, "published_top5": e.top5, **self.prediction.as_dict(),
+                "latency_ms": round(self.latency_ms, 3), "first_call_ms": round(self.first_ms, 3),
+                "warm_runs": len(self.warm_ms)}
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,11 @@ def agreement(preds: list[Prediction]) -> Agreement:
 
 
 def compare(image: images.Source, tags: list[str] | None = None, *, engine: Engine | None = None,
-            top_k: int = 5, device: str | torch.device | None = None) -> Comparison:
+            top_k: int = 5, device: str | torch.device | None = None, warm_runs: int = WARM_RUNS) -> Comparison:
     """One image through `tags` (default: `default_tags()`), each as a batch of one, timed on this device.
+
+    Each model's first pass is kept apart (`Row.first_ms`: on a fresh process it includes one-off set-up and
+    says nothing about the architecture); `warm_runs` more passes on the same batch give the latency reported.
 
     Raises:
         InvalidImageError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
@@ -89,6 +103,17 @@ def compare(image: images.Source, tags: list[str] | None = None, *, engine: Engi
     eng = engine or inference.engine()
     names = [registry.get(t).name for t in (tags or default_tags())]
     names = list(dict.fromkeys(names))  # a tag asked twice is compared once
-    preds = eng.classify([image], names, top_k=max(top_k, 5), device=device)[0]
-    rows = [Row(registry.get(p.model), p) for p in preds]
+    preds = eng.classify([image], names, top_k=max(top_k, 5), device=device)[0]  # checks and names the image
+    entries = [registry.get(p.model) for p in preds]
+    decoded = images.decode(image, min_side=images.draft_side([images.preprocessing(e) for e in entries])) \
+        if warm_runs > 0 else None
+    rows = [Row(e, p, _warm(eng, e, decoded, warm_runs, device)) for e, p in zip(entries, preds, strict=True)]
     return Comparison(rows, agreement(preds))
+
+
+def _warm(eng: Engine, entry: ModelEntry, image, runs: int, device) -> tuple[float, ...]:
+    """Milliseconds of `runs` further forward passes of `entry` on the image, each a batch of one."""
+    if image is None:
+        return ()
+    batch = images.preprocess(images.preprocessing(entry), image).unsqueeze(0)
+    return tuple(eng.logits(entry.name, batch, device)[1] for _ in range(max(0, runs)))

@@ -42,17 +42,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from zoo.compare import compare
+    from zoo import compare
 
-    comp = compare(str(args.image), args.models or None, engine=_engine(args), device=args.device)
+    comp = compare.compare(str(args.image), args.models or None, engine=_engine(args), device=args.device)
     if args.json:
         print(json.dumps(comp.as_dict(), indent=1))
         return 0
     rows = [[r.entry.name, str(r.entry.depth), f"{r.entry.params / 1e6:.1f}", f"{r.entry.gmacs_eval:.2f}",
-             num(r.entry.top1, ".2f"), f"{r.latency_ms:.1f}", r.prediction.top[0].label.name,
+             num(r.entry.top1, ".2f"), f"{r.latency_ms:.1f}", f"{r.first_ms:.0f}", r.prediction.top[0].label.name,
              _pct(r.prediction.top[0].probability).strip()] for r in comp.rows]
-    print(table(["model", "depth", "params M", "GMACs", "pub. top-1", "ms", "top-1 here", "p"], rows,
-                 right={1, 2, 3, 4, 5, 7}))
+    print(table(["model", "depth", "params M", "GMACs", "pub. top-1", "ms", "1st ms", "top-1 here", "p"], rows,
+                right={1, 2, 3, 4, 5, 6, 8}))
+    print(f"\nms: median of {compare.WARM_RUNS} passes after the first; 1st ms: the first pass, with one-off set-up")
     a = comp.agreement
     print()
     print("all models agree on the top-1" if a.all_same_top1 else

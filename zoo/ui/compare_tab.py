@@ -57,7 +57,9 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
         cost_plot = gr.ScatterPlot(x="GMACs", y="published top-1", color="set", tooltip=["model"],
                                    label="Published top-1 vs GMACs (every tag)")
         speed_plot = gr.ScatterPlot(x="latency (ms)", y="published top-1", color="set",
-                                    tooltip=["model"], label="Published top-1 vs latency measured here")
+                                    tooltip=["model"],
+                                    label=f"Published top-1 vs warm latency measured here (median of "
+                                          f"{compare.WARM_RUNS} passes)")
     with gr.Accordion("Evaluate the chosen models on your labelled images", open=False):
         gr.Markdown("A .zip of class folders, each named by its WordNet synset (`n02123045`) or "
                     "ImageNet class name (`tabby`). Unreadable images are skipped and listed.")
