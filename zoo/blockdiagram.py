@@ -1,6 +1,7 @@
 """The network as the paper draws it (its Figures 3 and 5): layers, stage repeats and shortcut arcs, as SVG.
 
-Pure: input is `zoo.architecture.Architecture` (computed from the real timm model), output SVG text.
+Pure: input is `zoo.architecture.Architecture` (computed from the real timm model), through the typed
+description in `zoo.blockview`; output SVG text.
 Each network is a column, top to bottom: stem, then per stage its blocks drawn as their layers (a
 basic block 3x3 -> 3x3, a bottleneck 1x1 -> 3x3 -> 1x1 with a narrower middle, a ResNeXt 3x3 stacked
 to show its groups), identical blocks drawn once with "×n", identity shortcuts as solid arcs and
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
-from typing import Literal
 
-from zoo.architecture import Architecture, Block, Conv
+from zoo.architecture import Architecture
+from zoo.blockview import Layer, Network, Run, legend_items, networks
 
 SVG_NS = "http://www.w3.org/2000/svg"
 FONT = 12  # user units; no text is smaller, and columns never render below MIN_SCALE
@@ -35,110 +35,6 @@ COLOURS = {  # fill, stroke
 IDENTITY, PROJECTION = "#0f172a", "#b91c1c"
 HALO = 'stroke="#fff" stroke-width="4" paint-order="stroke"'  # keeps text readable over the main path
 TOP = 62  # the first box, under the title and subtitle
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One box: a conv, pooling or fully connected layer, labelled as the paper does ("3x3, 128, /2")."""
-
-    label: str
-    look: Literal["3x3", "1x1", "other"]
-    groups: int = 1  # > 1 draws the box stacked: a grouped conv (ResNeXt)
-    narrow: bool = False  # fewer channels than the block's output: a bottleneck's reduced layers
-
-
-@dataclass(frozen=True)
-class Run:
-    """Consecutive blocks with the same layers and shortcut, drawn once with "×repeat"."""
-
-    layers: tuple[Layer, ...]
-    repeat: int
-    shortcut: Literal["identity", "projection", "none"]  # none: the plain twin
-    shortcut_label: str  # what the residual net's shortcut computes, e.g. "projection: 1x1, 512, /2"
-    first: str  # module path of the first block, e.g. layer2.0
-
-
-@dataclass(frozen=True)
-class StageView:
-    name: str  # conv2_x .. conv5_x
-    size: int  # output px
-    channels: int
-    runs: tuple[Run, ...]
-
-
-@dataclass(frozen=True)
-class Network:
-    """What one column shows; `network()` derives it from a real model's Architecture."""
-
-    title: str
-    subtitle: tuple[str, str]  # two short lines under the title
-    stem: tuple[Layer, ...]
-    stages: tuple[StageView, ...]
-    head: tuple[Layer, ...]
-    summary: str  # the column's text alternative
-
-
-def title(a: Architecture, *, plain: bool = False) -> str:
-    """ResNet-50, ResNeXt-101 32x8d, plain-34, plain-50 32x4d: from the model's own depth, groups and group width."""
-    first = a.stages[0].blocks[0]
-    if first.groups > 1:
-        return f"{'plain' if plain else 'ResNeXt'}-{a.depth} {first.groups}x{first.group_width}d"
-    return f"plain-{a.depth}" if plain else f"ResNet-{a.depth}"
-
-
-def _conv_layer(c: Conv, block_out: int) -> Layer:
-    label = f"{c.kernel}x{c.kernel}, {c.out_channels}"
-    label += f", g={c.groups}" if c.groups > 1 else ""
-    label += f", /{c.stride}" if c.stride > 1 else ""
-    look = "1x1" if c.kernel == 1 else "3x3" if c.kernel == 3 else "other"
-    return Layer(label, look, c.groups, c.out_channels < block_out)
-
-
-def _shortcut_label(b: Block) -> str:
-    sc = b.shortcut
-    if sc.conv is None:
-        return "identity: adds x unchanged"
-    pool = f"{sc.stride}x{sc.stride} avg pool, " if sc.pooled else ""
-    stride = f", /{sc.conv.stride}" if sc.conv.stride > 1 else ""
-    return f"projection: {pool}1x1, {sc.out_channels}{stride}"
-
-
-def _runs(blocks: Sequence[Block], plain: bool) -> tuple[Run, ...]:
-    """Consecutive alike blocks merged; a plain twin is split where its residual net is, so the two line up."""
-    runs: list[Run] = []
-    for b in blocks:
-        layers = tuple(_conv_layer(c, b.out_channels) for c in b.convs)
-        label = _shortcut_label(b)
-        last = runs[-1] if runs else None
-        if last and (last.layers, last.shortcut_label) == (layers, label):
-            runs[-1] = Run(layers, last.repeat + 1, last.shortcut, label, last.first)
-        else:
-            runs.append(Run(layers, 1, "none" if plain else b.shortcut.kind, label, b.name))
-    return tuple(runs)
-
-
-def network(a: Architecture, *, plain: bool = False) -> Network:
-    """The column for `a`; `plain=True` draws its plain twin: the same layers with no shortcuts."""
-    stem = tuple(_conv_layer(c, c.out_channels) for c in a.stem.convs)
-    stem += (Layer(f"{a.stem.pool_kernel}x{a.stem.pool_kernel} max pool, /{a.stem.pool_stride}", "other"),)
-    stages = tuple(StageView(s.name, s.out_size, s.out_channels, _runs(s.blocks, plain)) for s in a.stages)
-    fc = f"fc, {a.head.num_classes}" if a.head.num_classes else "no fc: features"
-    head = (Layer("global avg pool", "other"), Layer(fc, "other"))
-    kinds = {b.kind for b in a.blocks}
-    n_id = sum(b.shortcut.kind == "identity" for b in a.blocks)
-    shortcuts = "no shortcuts" if plain else f"{n_id} identity and {len(a.blocks) - n_id} projection shortcuts"
-    summary = (
-        f"{title(a, plain=plain)}: stem, {len(a.blocks)} {' and '.join(sorted(kinds))} blocks in stages of "
-        f"{', '.join(str(d) for d in a.layers)}, {shortcuts}, {fc}."
-    )
-    subtitle = (
-        "same layers, no shortcuts" if plain else f"{a.depth} weighted layers",
-        f"{a.params / 1e6:.1f} M params · {a.gmacs:.1f} GMACs",
-    )
-    return Network(title(a, plain=plain), subtitle, stem, stages, head, summary)
-
-
-# ---- drawing -------------------------------------------------------------------------------------------------
 
 
 def _text(x: float, y: float, s: str, *, size: int = FONT, anchor: str = "middle", extra: str = "") -> str:
@@ -251,28 +147,6 @@ def column_svg(net: Network, scale: float = 1.25) -> str:
     return _svg(inner, COL_W, height, net.summary, style, ' class="network"')
 
 
-def _legend_items(nets: Sequence[Network]) -> list[tuple[str, str]]:
-    """The marks these networks use, each with what it means."""
-    runs = [r for n in nets for s in n.stages for r in s.runs]
-    layers = [layer for r in runs for layer in r.layers]
-    used = {layer.look for layer in layers} | {r.shortcut for r in runs} | {"other", "stride"}
-    used |= {"grouped"} if any(layer.groups > 1 for layer in layers) else set()
-    used |= {"repeat"} if any(r.repeat > 1 for r in runs) else set()
-    used |= {"add"} if used & {"identity", "projection"} else set()
-    meaning = [
-        ("3x3", "3x3 conv, output channels"),
-        ("1x1", "1x1 conv: a bottleneck's reduce or expand"),
-        ("grouped", "3x3 conv in g groups (ResNeXt)"),
-        ("other", "stem, pooling, fully connected"),
-        ("identity", "identity shortcut: adds x, no weights"),
-        ("projection", "projection shortcut: 1x1 conv, shape changes"),
-        ("add", "F(x) + x, then ReLU"),
-        ("repeat", "block repeated n times"),
-        ("stride", "stride 2: halves the feature map"),
-    ]
-    return [(kind, text) for kind, text in meaning if kind in used]
-
-
 def _swatch(kind: str, y: float) -> str:
     if kind in COLOURS or kind == "grouped":
         fill, stroke = COLOURS.get(kind, COLOURS["3x3"])
@@ -293,7 +167,7 @@ def _swatch(kind: str, y: float) -> str:
 
 def _legend(nets: Sequence[Network]) -> tuple[str, float, str]:
     """The legend's inside, its height and its text alternative."""
-    items = _legend_items(nets)
+    items = legend_items(nets)
     rows = "".join(
         _swatch(kind, 20 + 24 * i) + _text(48, 24 + 24 * i, text, anchor="start")
         for i, (kind, text) in enumerate(items)
@@ -306,11 +180,6 @@ def legend_svg(nets: Sequence[Network]) -> str:
     rows, height, label = _legend(nets)
     style = f"{STYLE};width:{LEGEND_W:g}px;max-width:100%;min-width:{LEGEND_W * MIN_SCALE:.0f}px;height:auto"
     return _svg(rows, LEGEND_W, height, label, style, ' class="legend"')
-
-
-def networks(archs: Sequence[Architecture], *, plain_twins: bool = False) -> list[Network]:
-    """The columns in the order given; with `plain_twins`, each residual network followed by its plain twin."""
-    return [n for a in archs for n in ([network(a), network(a, plain=True)] if plain_twins else [network(a)])]
 
 
 def figure(archs: Sequence[Architecture], *, plain_twins: bool = False) -> str:
