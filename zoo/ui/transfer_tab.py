@@ -15,7 +15,7 @@ from zoo import accel
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.transfer import data, lab, runs, serve
 from zoo.transfer.fit import FitConfig
-from zoo.ui import transfer_views, views
+from zoo.ui import feedback, transfer_views, views
 
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
 UPLOAD = "My zip of class folders"
@@ -39,8 +39,9 @@ def _lines(curves: list[dict]) -> Any:
     return gr.update(value=frame, color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
 
 
-def train_lab(source: str, upload: str | None, tags: list[str] | None, strategies: list[str] | None,
-              epochs: float, size: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+def train_lab(source: str = DIGITS, upload: str | None = None, tags: list[str] | None = None,
+              strategies: list[str] | None = None, epochs: float = 5, size: float = 64,
+              progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     """Train every (tag, strategy) on the data, streaming curves; the last update has the comparison."""
     try:
         if not tags or not strategies:
@@ -54,8 +55,13 @@ def train_lab(source: str, upload: str | None, tags: list[str] | None, strategie
                                                       int(size) or None), name="zoo-transfer", daemon=True)
         worker.start()
         yield from _relay(events, cancel, progress)
-    except ZooError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+    except ZooError as exc:  # shown in the status line; the charts and tables keep what they had
+        yield (feedback.shown(feedback.sentence(exc, file=upload)), *(gr.skip() for _ in range(7)))
+
+
+def cancelled() -> str:
+    """The status line once Cancel is pressed (the training event is cancelled with it)."""
+    return "**Cancelled.** Finished runs are kept in the table and under Stored runs."
 
 
 def _work(events, cancel, source, upload, tags, strategies, config, size) -> None:
@@ -99,8 +105,8 @@ def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) 
             elif kind == "error":
                 if isinstance(payload, ZooError):
                     raise payload
-                raise gr.Error(f"Training failed ({type(payload).__name__}: {str(payload)[:200]}); the app is "
-                               "still running.", print_exception=False)
+                raise InvalidArgumentError(f"Training failed ({type(payload).__name__}: {str(payload)[:200]}); "
+                                           "the app is still running.")
             elif kind == "done":
                 break
             yield _outputs(status, curves, results, final=False)
@@ -133,7 +139,7 @@ def delete_run(run_id: str) -> tuple[Any, Any, str]:
     """Delete a stored run (its model file and record)."""
     run_id = (run_id or "").strip()
     if not run_id or not runs.exists(run_id):
-        raise gr.Error(f"No stored run {run_id!r}; pick one from the table.", print_exception=False)
+        return gr.skip(), gr.skip(), feedback.shown(f"No stored run {run_id!r}; pick one from the table.")
     runs.delete(run_id)
     serve.forget(run_id)
     return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}."
@@ -149,7 +155,8 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
     with gr.Row():
         with gr.Column():
             source = gr.Radio([DIGITS, UPLOAD], value=DIGITS, label="Data")
-            upload = gr.File(file_types=[".zip"], label="Zip of class folders (one folder per class)")
+            upload = gr.File(file_types=[".zip"], label="Zip of class folders (one folder per class)", visible=False,
+                             elem_id="lab-zip")
             tags = gr.Dropdown(views.model_choices(), value=["resnet18.a1_in1k"], multiselect=True,
                                allow_custom_value=True, label="Start from", elem_id="lab-models")
             strategies = gr.CheckboxGroup(STRATEGY_LABELS, value=["linear", "full"], label="Strategies")
@@ -159,27 +166,31 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
                                  label="Input size in px (0: the tag's own; small is fast for small images)")
             with gr.Row():
                 go = gr.Button("Train and compare", variant="primary", elem_id="lab-train")
-                stop = gr.Button("Cancel", variant="stop")
+                stop = gr.Button("Cancel", variant="stop", elem_id="lab-cancel")
         with gr.Column():
-            status = gr.Markdown(label="Status", elem_id="lab-status")
-            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch")
+            status = gr.Markdown(label="Status", elem_id="lab-status", elem_classes=["zoo-status"])
+            working = gr.Markdown(label="Progress", elem_id="lab-progress")  # the progress bar, apart from the text
+            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch",
+                                 x_axis_format="d", y_lim=[0, 100], elem_id="lab-curves")
             trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
                                    label="Validation top-1 against training time")
     grid = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
     with gr.Row():
         confusion = gr.Dataframe(label="Confusion matrix of the best run (rows: true class)", interactive=False)
-        per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run")
+        per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run", y_lim=[0, 100])
     with gr.Accordion("Stored runs", open=False):
         stored = gr.Dataframe(interactive=False, label="Click a row to pick it")
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
-        removed = gr.Markdown()
+        removed = gr.Markdown(label="Deleted")
 
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid, trade, confusion, per_class, stored, classify_model],
-                           api_name="train", concurrency_id="heavy", concurrency_limit=1)
-    stop.click(None, None, None, cancels=[train_event], api_name="cancel_training", api_visibility="private")
+                           api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[working])
+    stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training", api_visibility="private",
+               queue=False)
+    source.change(lambda s: gr.update(visible=s == UPLOAD), source, upload, queue=False, api_visibility="private")
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
     remove.click(delete_run, chosen, [stored, classify_model, removed], api_name="delete_run")
     return stored
