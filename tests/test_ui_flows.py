@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import LIVE_TAGS
 from tests.test_ui_browser import SHOTS, page  # noqa: F401 (the chromium page fixture)
 from zoo.settings import REPO_ROOT
+from zoo.ui.views import arch_title
 
 pytestmark = pytest.mark.slow
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -69,10 +70,11 @@ def _upload(pg, elem_id: str, path) -> None:
 
 def _pick(pg, elem_id: str, tag: str) -> None:
     """Choose `tag` in the dropdown `elem_id` by typing it."""
+    arch, _, pretrained = tag.partition(".")
     picker = pg.locator(f"#{elem_id} input")
     picker.click()
-    picker.fill(tag)
-    pg.get_by_role("option", name=tag.split(".")[1], exact=False).first.click()
+    picker.fill(pretrained)  # the list filters on labels: "ResNet-18 · a1_in1k ★ · 73.2%"
+    pg.get_by_role("option", name=f"{arch_title(arch)} · {pretrained}", exact=False).first.click()
 
 
 def _idle(pg) -> None:
@@ -210,11 +212,9 @@ def test_compare_table_headers_and_numbers_show_without_scrolling(live_zoo, page
     while page.locator("#compare-models .token-remove").count():  # start from an empty choice
         page.locator("#compare-models .token-remove").first.click()
     _upload(page, "compare-image", REPO_ROOT / "examples" / "chelsea.jpg")
-    picker = page.locator("#compare-models input")
     for tag in LIVE_TAGS:
-        picker.click()
-        picker.fill(tag)
-        page.get_by_role("option", name=tag.split(".")[1], exact=False).first.click()
+        _pick(page, "compare-models", tag)
+    page.keyboard.press("Escape")  # a multiselect list stays open
     page.locator("#compare-run").click()
     table.get_by_text(LIVE_TAGS[1]).first.wait_for()
     if size == "desktop":
@@ -232,15 +232,13 @@ def test_transfer_lab_hides_the_zip_box_shows_progress_apart_and_cancels_within_
     page.locator("#lab-zip").wait_for(state="visible")
     page.get_by_label("Built-in handwritten digits", exact=False).check()
     page.locator("#lab-zip").wait_for(state="hidden")
-    picker = page.locator("#lab-models input")
-    picker.click()
-    picker.fill(LIVE_TAGS[0])
-    page.get_by_role("option", name=LIVE_TAGS[0].split(".")[1], exact=False).first.click()
+    page.locator("#lab-models input").click()  # resnet18.a1_in1k is chosen already: its weights are here
     page.keyboard.press("Escape")
     page.locator("#lab-train").click()
-    page.locator("#lab-progress .progress-text, #lab-progress .eta-bar").first.wait_for()  # progress on its own line
-    page.locator("#lab-curves canvas, #lab-curves svg").first.wait_for()  # a curve drawn while training runs
-    assert page.locator("#lab-curves .progress-text, #lab-curves .eta-bar").count() == 0
+    page.locator("#lab-status").get_by_text("Working:").first.wait_for()  # progress in words, in the status line
+    page.locator("#lab-status").get_by_text("epoch 2 of", exact=False).wait_for(timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#lab-curves g.mark-line path') !== null")  # live curve
+    assert page.locator("#lab-curves .progress-text, #lab-curves .eta-bar").count() == 0  # nothing covers it
     _shot(page, "transfer-live-desktop")
     page.locator("#lab-cancel").click()
     start = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,7 +86,7 @@ def _work(events, cancel, source, upload, tags, strategies, config, size) -> Non
 def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) -> Iterator[tuple]:
     curves: list[dict] = []
     results: list[lab.Result] = []
-    status = "Preparing the data…"
+    status, line, shown = "Preparing the data…", "", 0.0
     try:
         while True:
             kind, payload = events.get()
@@ -93,13 +94,16 @@ def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) 
                 skipped = f" {len(payload.skipped)} unreadable file(s) skipped." if payload.skipped else ""
                 status = (f"**{payload.name}**: {len(payload.classes)} classes, {len(payload.train)} training and "
                           f"{len(payload.val)} validation images.{skipped}")
+                line = "\n\nWorking: reading the images through the backbone, then training…"
             elif kind == "report":
                 tag, strategy, rep = payload
-                progress((rep.step, rep.steps), desc=f"{tag} · {strategy}: epoch {rep.epoch}/{rep.epochs}, "
-                                                     f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
-                if rep.kind != "epoch":
+                if rep.kind == "epoch":
+                    curves.append(transfer_views.curve_row(tag, strategy, rep))
+                elif time.monotonic() - shown < 1.0:  # progress in words in the status line, once a second
                     continue
-                curves.append(transfer_views.curve_row(tag, strategy, rep))
+                shown = time.monotonic()
+                line = (f"\n\nWorking: **{tag} · {strategy}**: epoch {rep.epoch} of {rep.epochs}, step {rep.step} of "
+                        f"{rep.steps}, {rep.images_per_s:,.0f} img/s, about {rep.eta_s:.0f} s left")
             elif kind == "result":
                 results.append(payload)
             elif kind == "error":
@@ -109,7 +113,7 @@ def _relay(events: queue.Queue, cancel: threading.Event, progress: gr.Progress) 
                                            "the app is still running.")
             elif kind == "done":
                 break
-            yield _outputs(status, curves, results, final=False)
+            yield _outputs(status + line, curves, results, final=False)
         yield _outputs(status, curves, results, final=True)
     finally:
         cancel.set()  # the page left or Cancel was pressed: the worker stops at its next step
@@ -169,17 +173,18 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
                 stop = gr.Button("Cancel", variant="stop", elem_id="lab-cancel")
         with gr.Column():
             status = gr.Markdown(label="Status", elem_id="lab-status", elem_classes=["zoo-status"])
-            working = gr.Markdown(label="Progress", elem_id="lab-progress")  # the progress bar, apart from the text
             curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch",
                                  x_axis_format="d", y_lim=[0, 100], elem_id="lab-curves")
             trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
                                    label="Validation top-1 against training time")
-    grid = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
+    grid = gr.Dataframe(pd.DataFrame(columns=transfer_views.GRID_COLUMNS), label="Comparison (validation split)",
+                        interactive=False, elem_id="lab-grid")
     with gr.Row():
-        confusion = gr.Dataframe(label="Confusion matrix of the best run (rows: true class)", interactive=False)
+        confusion = gr.Dataframe(pd.DataFrame(columns=["true class"]), interactive=False,
+                                 label="Confusion matrix of the best run (rows: true class)")
         per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run", y_lim=[0, 100])
     with gr.Accordion("Stored runs", open=False):
-        stored = gr.Dataframe(interactive=False, label="Click a row to pick it")
+        stored = gr.Dataframe(transfer_views.stored([]), interactive=False, label="Click a row to pick it")
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
@@ -187,7 +192,7 @@ def build_tab(classify_model: gr.Dropdown) -> gr.Dataframe:
 
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid, trade, confusion, per_class, stored, classify_model],
-                           api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[working])
+                           api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
     stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training", api_visibility="private",
                queue=False)
     source.change(lambda s: gr.update(visible=s == UPLOAD), source, upload, queue=False, api_visibility="private")
