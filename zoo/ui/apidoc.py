@@ -21,6 +21,8 @@ PLACEHOLDERS = {"run_id": "<a run id from /runs>", "key": "<a key from /degradat
 
 def _example(param: dict[str, Any], tag: str) -> tuple[str, Any]:
     """(Python literal, JSON value) for one Gradio endpoint parameter."""
+    if param.get("parameter_has_default") and param["parameter_default"] is None:
+        return "None", None  # optional (e.g. the zip when training on the built-in digits)
     if param.get("python_type", {}).get("type") == "filepath":
         name = EXAMPLE_ZIP if param.get("component") == "File" and "zip" in str(param.get("label", "")).lower() \
             else EXAMPLE_IMAGE

@@ -11,7 +11,8 @@ from zoo.ui.views import arch_title
 
 STAGE_COLUMNS = ["network", "stage", "blocks", "block", "channels", "out px", "first block", "params (M)",
                  "GMACs"]
-STAGE_WIDTHS = ["11%", "8%", "7%", "17%", "11%", "7%", "23%", "8%", "8%"]  # no header wraps mid-word at 1440 px
+# px: no header wraps mid-word at 1440 px; a phone scrolls sideways
+STAGE_WIDTHS = ["130px", "84px", "76px", "220px", "124px", "70px", "340px", "90px", "76px"]
 
 
 def _first(block: Block) -> str:

@@ -303,9 +303,10 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
             **heavy)
         gr.on([demo.load, model.change], model_card, model, card, api_name="model_card", queue=False)
         cmp_run.click(compare_depths, [cmp_image, cmp_models],
-                      [cmp_table, cmp_agree, cost_plot, speed_plot, cmp_status], api_name="compare", **heavy)
+                      [cmp_table, cmp_agree, cost_plot, speed_plot, cmp_status], api_name="compare",
+                      show_progress_on=[cmp_status], **heavy)
         eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note, cmp_status], api_name="evaluate",
-                       **heavy)
+                       show_progress_on=[eval_note], **heavy)
         gr.on([demo.load, archs.change, resolution.release, plain.change], architecture_view,
               [archs, resolution, plain], [stage_table, drawings, shortcuts, groups, arch_status],
               api_name="architecture", queue=False)

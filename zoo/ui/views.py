@@ -19,7 +19,8 @@ ZOO_COLUMNS = ["model", "family", "depth", "params (M)", "GMACs", "eval px", "to
                *(f"{label} top-1" for _, label in ROBUSTNESS), "license", "pretrained on", "local"]
 # The short numbers first (they must show without scrolling on a laptop); the long text last, wrapped.
 COMPARE_COLUMNS = ["model", "params (M)", "GMACs", "published top-1", "latency (ms)", "top-1 here", "top-5 here"]
-COMPARE_WIDTHS = ["17%", "8%", "7%", "9%", "9%", "18%", "32%"]
+# px, not %: a phone scrolls sideways (model first) instead of breaking words into letters
+COMPARE_WIDTHS = ["180px", "80px", "70px", "90px", "90px", "170px", "330px"]
 MISSING = "not downloaded"  # the pickers' mark for a tag whose weights are not on this machine
 
 
