@@ -157,7 +157,7 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     assert probs == pytest.approx([s.probability for s in direct.top], abs=1e-5)
     assert "ms** forward pass on cpu" in timing
 
-    overlay, gallery, note, _, status = client.predict(cat, tag, api_name="/explain")
+    overlay, gallery, note, status = client.predict(cat, tag, api_name="/explain")  # the row: no output here
     size = registry.get(tag).eval_size
     assert Image.open(io.BytesIO(httpx.get(overlay["url"], timeout=10).content)).size == (size, size)
     assert len(gallery) == 4 and gallery[0]["caption"].startswith("conv2_x (layer1): 64 channels")
