@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from urllib.parse import urlsplit
 
@@ -45,7 +46,7 @@ def page():
                 route.abort()
 
         pg.route("**/*", guard)
-        pg.set_default_timeout(60_000)
+        pg.set_default_timeout(int(os.environ.get("ZOO_BROWSER_TIMEOUT_MS", "60000")))
         yield pg
         browser.close()
 

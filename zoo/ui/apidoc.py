@@ -15,41 +15,61 @@ EXAMPLE_IMAGE = "chelsea.jpg"
 EXAMPLE_ZIP = "labelled.zip"
 
 
+PLACEHOLDERS = {"run_id": "<a run id from /runs>", "key": "<a key from /degradation_runs>",
+                "model": None, "text": "resnet50"}  # model: the default tag; never Gradio's "Hello!!"
+
+
 def _example(param: dict[str, Any], tag: str) -> tuple[str, Any]:
     """(Python literal, JSON value) for one Gradio endpoint parameter."""
+    if param.get("parameter_has_default") and param["parameter_default"] is None:
+        return "None", None  # optional (e.g. the zip when training on the built-in digits)
     if param.get("python_type", {}).get("type") == "filepath":
-        name = EXAMPLE_ZIP if param.get("component") == "File" else EXAMPLE_IMAGE
+        name = EXAMPLE_ZIP if param.get("component") == "File" and "zip" in str(param.get("label", "")).lower() \
+            else EXAMPLE_IMAGE
         return f'handle_file("{name}")', {"path": f"<server path of {name} from /gradio_api/upload>",
                                           "meta": {"_type": "gradio.FileData"}}
+    name = param["parameter_name"]
     if param.get("parameter_has_default"):
         value = param["parameter_default"]
+    elif name in PLACEHOLDERS:
+        value = PLACEHOLDERS[name] or tag
+    elif param.get("python_type", {}).get("type") == "str":
+        value = f"<{name.replace('_', ' ')}>"
     else:
-        value = tag if param["parameter_name"] == "model" else param.get("example_input")
+        value = param.get("example_input")
     return repr(value), value
 
 
+def _returns(ep: dict[str, Any]) -> str:
+    return ", ".join(r.get("label") or r.get("component", "?") for r in ep.get("returns", [])) or "nothing"
+
+
 def gradio_section(api_info: dict[str, Any], base_url: str) -> str:
-    """gradio_client and curl calls for every named endpoint, with its parameters and returns."""
-    out = ["## Python: `gradio_client`", "", "```python", "from gradio_client import Client, handle_file", "",
-           f'client = Client("{base_url}")']
-    curl = ["## curl: Gradio's HTTP API", "",
-            "Upload files first (`curl -F files=@chelsea.jpg " + f"{base_url}/gradio_api/upload` answers with "
-            "their server paths), then start a call and read its result as server-sent events:", ""]
+    """One gradio_client line per named endpoint (with its returns), and curl for any of them, folded."""
     tag = registry.load().defaults()[0].name
+    calls, curl = [], []
     for name, ep in sorted(api_info.get("named_endpoints", {}).items()):
         params = ep.get("parameters", [])
         examples = [_example(p, tag) for p in params]
-        args = "".join(f"    {p['parameter_name']}={py},\n" for p, (py, _) in zip(params, examples, strict=True))
-        returns = ", ".join(r.get("label") or r.get("component", "?") for r in ep.get("returns", []))
-        out += ["", f"# {ep.get('description') or name}  ->  {returns or 'nothing'}",
-                f"result = client.predict(\n{args}    api_name=\"{name}\",\n)"]
+        args = "".join(f"{p['parameter_name']}={py}, " for p, (py, _) in zip(params, examples, strict=True))
+        calls += [f"# {ep.get('description') or name} -> {_returns(ep)}",
+                  f'client.predict({args}api_name="{name}")']
         payload = json.dumps({"data": [js for _, js in examples]})
-        curl += [f"**`{name}`** → {returns or 'nothing'}", "", "```bash",
+        curl += [f"# {name} -> {_returns(ep)}",
                  f"EVENT_ID=$(curl -s -X POST {base_url}/gradio_api/call{name} -H 'Content-Type: application/json' "
                  f"-d '{payload}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"event_id\"])')",
-                 f"curl -sN {base_url}/gradio_api/call{name}/$EVENT_ID", "```", ""]
-    out.append("```")
-    return "\n".join([*out, "", *curl])
+                 f"curl -sN {base_url}/gradio_api/call{name}/$EVENT_ID", ""]
+    return "\n".join([
+        "## Python: `gradio_client`", "",
+        "Each call returns its outputs in order; the last output of a tab's actions is its status line: empty "
+        "when the call worked, else one sentence saying what went wrong.", "",
+        "```python", "from gradio_client import Client, handle_file", f'client = Client("{base_url}")', "",
+        *calls, "```", "",
+        "<details><summary><b>curl: Gradio's HTTP API</b> (upload files first, then start a call and read its "
+        "result as server-sent events)</summary>", "",
+        f"Upload: `curl -F files=@chelsea.jpg {base_url}/gradio_api/upload` answers with the server paths.", "",
+        "```bash", *curl, "```", "", "</details>",
+    ])
 
 
 def rest_section(routes: Iterable[Any], base_url: str) -> str:
@@ -69,8 +89,10 @@ def rest_section(routes: Iterable[Any], base_url: str) -> str:
             path = r.path.replace("{name}", tag)
             if "{" not in path:
                 examples.append(f"curl -s {base_url}{path}")
-    lines += ["", f"Full schema: [`{base_url}/openapi.json`]({base_url}/openapi.json) · "
-              f"interactive docs: [`{base_url}/docs`]({base_url}/docs)", "", "```bash", *examples, "```"]
+    lines = [*lines[:2], f'Full schema: <a href="{base_url}/openapi.json" target="_blank">/openapi.json</a> · '
+             f'interactive docs: <a href="{base_url}/docs" target="_blank">/docs</a> · '
+             f'<a href="{base_url}/redoc" target="_blank">/redoc</a>', "", "<details><summary><b>Every REST route"
+             "</b></summary>", "", *lines[2:], "", "```bash", *examples, "```", "", "</details>"]
     if hub_mirror:
         lines += ["", "## `huggingface_hub` and timm: use this zoo as a Hub mirror", "", "```python",
                   "import os", f'os.environ["HF_ENDPOINT"] = "{base_url}"  # before importing huggingface_hub',

@@ -7,19 +7,19 @@ from typing import Any
 
 import gradio as gr
 
-from zoo import architecture, registry
+from zoo import architecture, blockdiagram, registry
 from zoo.errors import InvalidArgumentError
-from zoo.ui import arch_views, views
-from zoo.ui.wiring import user_errors
+from zoo.ui import arch_views, feedback, views
 
 
-@user_errors
-def architecture_view(archs: list[str] | None, resolution: float) -> tuple[Any, str, str, str]:
-    """Stage table, diagrams, shortcut and cardinality facts of the chosen networks."""
+@feedback.to_status(4)
+def architecture_view(archs: list[str] | None, resolution: float, plain: bool = False) -> tuple[Any, str, str, str]:
+    """Stage table, block diagrams (in the order chosen, with plain twins if asked), shortcut and cardinality
+    facts of the chosen networks."""
     if not archs:
-        raise InvalidArgumentError("Pick at least one network.")
+        raise InvalidArgumentError("Tick at least one network to see its stages and diagram.")
     described = [architecture.describe(a, int(resolution)) for a in archs]
-    drawings = "".join(f"<h4>{views.arch_title(a.arch)}</h4>{arch_views.diagram(a)}" for a in described)
+    drawings = blockdiagram.figure(described, plain_twins=bool(plain))
     return (arch_views.stage_table(described), drawings,
             "\n\n".join(arch_views.shortcut_facts(a) for a in described),
             arch_views.resnext_facts(described))
@@ -29,15 +29,21 @@ def build_tab(demo: gr.Blocks) -> None:
     """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
     with gr.Row():
         archs = gr.CheckboxGroup([(views.arch_title(a), a) for a in registry.ARCHITECTURES],
-                                 value=["resnet18", "resnet50"], label="Networks")
-        resolution = gr.Slider(64, 512, value=224, step=32, label="Input size (px)")
+                                 value=["resnet18", "resnet50"], label="Networks (drawn in this order)",
+                                 elem_id="arch-networks")
+        with gr.Column():
+            resolution = gr.Slider(64, 512, value=224, step=32, label="Input size (px)")
+            plain = gr.Checkbox(False, label="Draw each network's plain twin (no shortcuts) beside it",
+                                elem_id="arch-plain")
+    arch_status = feedback.status_line("arch-status")
+    drawings = gr.HTML(label="Diagram", elem_id="arch-diagram")
     stage_table = gr.Dataframe(label="Stages (the paper's Table 1, from the real timm models)",
-                               interactive=False, wrap=True, elem_id="stage-table")
-    drawings = gr.HTML(label="Diagram")
+                               interactive=False, wrap=True, elem_id="stage-table",
+                               column_widths=arch_views.STAGE_WIDTHS)
     gr.Markdown(arch_views.block_facts())
     with gr.Row():
         shortcuts = gr.Markdown(label="Shortcuts")
         groups = gr.Markdown(label="Cardinality")
 
-    gr.on([demo.load, archs.change, resolution.release], architecture_view, [archs, resolution],
-          [stage_table, drawings, shortcuts, groups], api_name="architecture", queue=False)
+    gr.on([demo.load, archs.change, resolution.release, plain.change], architecture_view, [archs, resolution, plain],
+          [stage_table, drawings, shortcuts, groups, arch_status], api_name="architecture", queue=False)

@@ -1,9 +1,7 @@
 """The Architecture tab's content, computed from the real timm models: stage tables, block and
-shortcut facts, ResNeXt groups, and an SVG diagram of a network's stages (no Gradio here)."""
+shortcut facts, ResNeXt groups (no Gradio here; the block diagram is `zoo.blockdiagram`)."""
 
 from __future__ import annotations
-
-import html
 
 import pandas as pd
 
@@ -11,8 +9,10 @@ from zoo import architecture
 from zoo.architecture import Architecture, Block
 from zoo.ui.views import arch_title
 
-STAGE_COLUMNS = ["network", "stage", "blocks", "block", "channels in → out", "output px", "first block",
-                 "params (M)", "GMACs"]
+STAGE_COLUMNS = ["network", "stage", "blocks", "block", "channels", "out px", "first block", "params (M)",
+                 "GMACs"]
+# px: no header wraps mid-word at 1440 px; a phone scrolls sideways
+STAGE_WIDTHS = ["130px", "84px", "76px", "220px", "124px", "70px", "340px", "90px", "76px"]
 
 
 def _first(block: Block) -> str:
@@ -97,38 +97,3 @@ def _groups(a: Architecture) -> str:
     return (f"**ResNeXt cardinality in {arch_title(a.arch)}**: the 3x3 conv of every bottleneck is split into "
             f"{first.groups} groups. Groups × channels per group = width, per stage: {per_stage}. "
             "At equal cost, more groups beat more depth or width.")
-
-
-_COLOURS = {"stem": "#94a3b8", "conv2_x": "#60a5fa", "conv3_x": "#34d399", "conv4_x": "#fbbf24",
-            "conv5_x": "#f87171", "head": "#a78bfa"}
-
-
-def diagram(a: Architecture) -> str:
-    """An SVG of the network: stem, one box per block (width ∝ channels), head, with projection shortcuts marked."""
-    boxes: list[tuple[str, str, int, bool]] = [("stem", f"stem {a.stem.out_channels}ch", a.stem.out_size, False)]
-    for s in a.stages:
-        boxes += [(s.name, f"{b.name}: {b.in_channels}→{b.out_channels}ch, {b.out_size}px, "
-                   f"{b.shortcut.kind} shortcut", b.out_size, b.shortcut.kind == "projection") for b in s.blocks]
-    boxes.append(("head", f"avg pool + fc → {a.head.num_classes}", 1, False))
-    gap, box_w = 2, max(4, min(28, 760 // len(boxes) - 2))
-    width = len(boxes) * (box_w + gap) + 20
-    parts = []
-    x = 10
-    for group, title, size, projection in boxes:
-        h = 20 + 120 * (size / a.stem.out_size) ** 0.5 if group != "head" else 20
-        y = 150 - h
-        parts.append(f'<rect x="{x}" y="{y:.0f}" width="{box_w}" height="{h:.0f}" rx="2" fill="{_COLOURS[group]}"'
-                     + (' stroke="#111" stroke-width="1.5"' if projection else "")
-                     + f"><title>{html.escape(title)}</title></rect>")
-        x += box_w + gap
-    legend_x = 10
-    for group, colour in _COLOURS.items():
-        parts.append(f'<rect x="{legend_x}" y="162" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{legend_x + 14}" y="171" font-size="11">{group}</text>')
-        legend_x += 80
-    parts.append(f'<text x="{legend_x}" y="171" font-size="11">outlined = projection shortcut</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {max(width, 720)} 180" '
-            f'role="img" aria-label="{html.escape(arch_title(a.arch))} stages" '
-            f'style="width:100%;max-width:{max(width, 720)}px;font-family:system-ui">'
-            f'<title>{html.escape(arch_title(a.arch))}: {len(a.blocks)} blocks, height ∝ feature-map size</title>'
-            + "".join(parts) + "</svg>")

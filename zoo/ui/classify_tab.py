@@ -1,5 +1,8 @@
 """The Classify tab: one image through one model (an ImageNet tag or a fine-tuned run), its Grad-CAM and stage
-maps, and the model's card. Wiring only: every handler calls a service."""
+maps, and the model's card. Wiring only: every handler calls a service.
+
+Uploads are files (`gr.File`), not `gr.Image`: Gradio never opens them with Pillow, so the zoo's own decoder
+(its allow-list and size limits first) is the only one that reads them; the preview is what it decoded."""
 
 from __future__ import annotations
 
@@ -7,37 +10,47 @@ from typing import Any
 
 import gradio as gr
 
-from zoo import accel, explain, inference, registry, resolver
+from zoo import accel, explain, images, inference, registry, resolver
 from zoo.settings import Settings
-from zoo.ui import transfer_tab, views
+from zoo.ui import feedback, transfer_tab, views
 from zoo.ui.wiring import image as _image
 from zoo.ui.wiring import ready, user_errors
 
-IMAGE_SOURCES = ["upload", "clipboard", "webcam"]
+UPLOAD_HINT = f"{images.ACCEPTED_TEXT}; other files are refused unread."
 
 
-@user_errors
+@feedback.to_status(2, file_arg=0, model_arg=1)
 @accel.gpu
 def classify(image: str | None, model: str, progress: gr.Progress = gr.Progress()) -> tuple[dict[str, float], str]:
     """Top-5 classes of one image (ImageNet, or a fine-tuned run's own) and the forward pass's latency."""
+    path = _image(image)
     ready([model], progress)
-    pred = inference.classify([_image(image)], model)[0][0]
+    pred = inference.classify([path], model)[0][0]
     return views.top_label(pred), views.latency(pred)
 
 
-@user_errors
+@feedback.to_status(4, file_arg=0, model_arg=1)
 @accel.gpu
-def explain_image(image: str | None, model: str) -> tuple[Any, list, str]:
+def explain_image(image: str | None, model: str) -> tuple[Any, list, str, Any]:
     """Grad-CAM overlay for the top class and the strongest channels of each stage (ImageNet tags)."""
     if not explain.explainable(resolver.resolve(model)):
-        return None, [], "Grad-CAM and stage maps are drawn for the ImageNet tags; this is a fine-tuned run."
+        return (None, [], "Grad-CAM and stage maps are drawn for the ImageNet tags; this is a fine-tuned run.",
+                gr.update(visible=False))
     exp = explain.explain(_image(image), model)
     gallery = [(explain.sheet(st, tile=96, columns=4),
                 f"{st.stage} ({st.module}): {st.shape[0]} channels at {st.shape[1]}x{st.shape[2]}; "
                 f"the {len(st.maps)} strongest") for st in exp.stages]
     note = (f"Grad-CAM for **{exp.target.label.name}** ({exp.target.probability:.1%}): bright where conv5_x "
             "features push that class up. Early stages respond to edges and textures, later ones to parts.")
-    return exp.overlay, gallery, note
+    return exp.overlay, gallery, note, gr.update(visible=True)
+
+
+@feedback.to_status(1, file_arg=0)
+def preview(image: str | None) -> Any:
+    """The upload as the zoo's own decoder reads it (the allow-list and limits first), or nothing."""
+    if not image:
+        return gr.update(value=None, visible=False)
+    return gr.update(value=images.decode(image), visible=True)
 
 
 @user_errors
@@ -47,38 +60,41 @@ def model_card(model: str) -> str:
 
 
 @user_errors
-def model_choices() -> Any:
-    """The Classify tab's models: ImageNet tags, then the fine-tuned runs stored here."""
-    return gr.update(choices=transfer_tab.picker_choices())
+def model_choices() -> tuple[Any, Any]:
+    """The pickers' models, each marked when its weights are not here: Classify's (ImageNet tags, then the
+    fine-tuned runs stored here) and Compare's."""
+    return gr.update(choices=transfer_tab.picker_choices()), gr.update(choices=views.model_choices())
 
 
 def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list[list[str]],
               heavy: dict[str, Any]) -> gr.Dropdown:
     """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the model picker."""
-    with gr.Row():
+    with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(type="filepath", image_mode=None, sources=IMAGE_SOURCES, label="Image",
-                             height=320, elem_id="classify-image")
+            image = gr.File(type="filepath", label="Image", height=120, elem_id="classify-image")
+            shown = gr.Image(label="As the model reads it", interactive=False, visible=False, height=240,
+                             elem_id="classify-preview", buttons=[])
             model = gr.Dropdown(choices, value=registry.get("resnet50").name, label="Model", allow_custom_value=True,
                                 elem_id="classify-model",
-                                info="By family and depth; ★ marks each architecture's default tag, "
-                                     "% its published ImageNet top-1.")
+                                info="★ each architecture's default tag, % its published ImageNet top-1; "
+                                     "\"not downloaded\": fetched from the Hub on first use.")
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
-            gr.Examples(examples, [image], label="Examples (CC0 and public domain, from scikit-image)",
-                        cache_examples=False, api_name="classify_example")
+            status = feedback.status_line("classify-status")
+            gr.Examples(examples, [image], label=f"Examples (CC0 and public domain). {UPLOAD_HINT}",
+                        cache_examples=False, api_name="classify_example", examples_per_page=8)
         with gr.Column():
             top5 = gr.Label(num_top_classes=5, label="Top-5", elem_id="classify-top5")
             timing = gr.Markdown(label="Latency")
             card = gr.Markdown(label="Model card")
-    with gr.Row():
+    with gr.Row(visible=False, elem_id="explain-row") as explain_row:
         cam = gr.Image(label="Grad-CAM", interactive=False, height=300, elem_id="gradcam")
         with gr.Column():
             cam_note = gr.Markdown(label="What Grad-CAM shows")
             stages = gr.Gallery(label="Strongest channels of each stage", columns=2, height="auto")
 
-    run.click(classify, [image, model], [top5, timing], api_name="classify",
+    image.change(preview, image, [shown, status], api_name="preview", queue=False, api_visibility="private")
+    run.click(classify, [image, model], [top5, timing, status], api_name="classify",
               concurrency_id="classify", concurrency_limit=settings.max_batch).success(
-        explain_image, [image, model], [cam, stages, cam_note], api_name="explain", **heavy)
+        explain_image, [image, model], [cam, stages, cam_note, explain_row, status], api_name="explain", **heavy)
     gr.on([demo.load, model.change], model_card, model, card, api_name="model_card", queue=False)
-    demo.load(model_choices, None, model, api_name="model_choices", queue=False)
     return model

@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from zoo import accel, compare, evaluate
 from zoo.errors import InvalidArgumentError
-from zoo.ui import views
-from zoo.ui.classify_tab import IMAGE_SOURCES
+from zoo.ui import feedback, views
 from zoo.ui.wiring import image as _image
-from zoo.ui.wiring import ready, user_errors
+from zoo.ui.wiring import ready
 
 
-@user_errors
+@feedback.to_status(4, file_arg=0)
 @accel.gpu
 def compare_depths(image: str | None, models: list[str] | None, progress: gr.Progress = gr.Progress()):
     """Side-by-side predictions, costs, agreement, and accuracy-vs-cost points for the chosen tags."""
@@ -28,7 +28,7 @@ def compare_depths(image: str | None, models: list[str] | None, progress: gr.Pro
     return views.comparison_table(cmp), views.agreement(cmp), cost, speed
 
 
-@user_errors
+@feedback.to_status(2, file_arg=0)
 @accel.gpu
 def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Progress = gr.Progress()):
     """Top-1/top-5 of each chosen tag on a zip of class folders."""
@@ -41,18 +41,21 @@ def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Pro
     return views.evaluation_table(ev), views.evaluation_note(ev)
 
 
-def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> None:
-    """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
+def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> gr.Dropdown:
+    """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the models picker."""
     with gr.Row():
         with gr.Column(scale=1):
-            cmp_image = gr.Image(type="filepath", image_mode=None, sources=IMAGE_SOURCES, label="Image", height=260)
-            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example")
+            cmp_image = gr.File(type="filepath", label="Image", height=120, elem_id="compare-image")
+            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example", examples_per_page=8)
         with gr.Column(scale=2):
             cmp_models = gr.Dropdown(choices, value=compare.default_tags(), multiselect=True, allow_custom_value=True,
-                                     label="Models", info="Default: the depth ladder and ResNeXt-50.")
+                                     elem_id="compare-models", label="Models",
+                                     info="Default: the depth ladder and ResNeXt-50.")
             cmp_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            cmp_status = feedback.status_line("compare-status")
             cmp_agree = gr.Markdown(label="Agreement")
-    cmp_table = gr.Dataframe(label="Side by side", interactive=False, elem_id="compare-table")
+    cmp_table = gr.Dataframe(pd.DataFrame(columns=views.COMPARE_COLUMNS), label="Side by side", interactive=False,
+                             wrap=True, elem_id="compare-table", column_widths=views.COMPARE_WIDTHS)
     with gr.Row():
         cost_plot = gr.ScatterPlot(x="GMACs", y="published top-1", color="set", tooltip=["model"],
                                    label="Published top-1 vs GMACs (every tag)")
@@ -68,6 +71,8 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
         eval_table = gr.Dataframe(interactive=False, label="Accuracy here")
         eval_note = gr.Markdown(label="Dataset")
 
-    cmp_run.click(compare_depths, [cmp_image, cmp_models], [cmp_table, cmp_agree, cost_plot, speed_plot],
-                  api_name="compare", **heavy)
-    eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note], api_name="evaluate", **heavy)
+    cmp_run.click(compare_depths, [cmp_image, cmp_models], [cmp_table, cmp_agree, cost_plot, speed_plot, cmp_status],
+                  api_name="compare", show_progress_on=[cmp_status], **heavy)
+    eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note, cmp_status], api_name="evaluate",
+                   show_progress_on=[eval_note], **heavy)
+    return cmp_models

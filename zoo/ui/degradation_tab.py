@@ -154,15 +154,16 @@ def build_tab(demo: gr.Blocks) -> None:
             gr.HTML(report.block_diagram(), label="Plain block and residual block")
         with gr.Column(scale=3):
             status = gr.Markdown("Press **Train side by side**: the default run takes a few minutes on a CPU; a "
-                                 "stored run with the same settings appears at once.", elem_id="deg-status")
-            curves = gr.HTML(elem_id="deg-curves")
+                                 "stored run with the same settings appears at once.", label="Status",
+                                 elem_id="deg-status")
+            curves = gr.HTML(label="Training error per epoch", elem_id="deg-curves")
     table = gr.Dataframe(pd.DataFrame(columns=report.TABLE_COLUMNS), wrap=True, interactive=False,
                          label="Final numbers (training error: mean over the last epoch)", elem_id="deg-table")
     with gr.Row():  # side by side on a laptop, one under the other on a phone
         with gr.Column(min_width=360):
-            responses = gr.HTML(elem_id="deg-responses")
+            responses = gr.HTML(label="Layer responses", elem_id="deg-responses")
         with gr.Column(min_width=360):
-            grads = gr.HTML(elem_id="deg-grads")
+            grads = gr.HTML(label="Gradients", elem_id="deg-grads")
     gr.Markdown(EXPLAIN)
     with gr.Accordion("The paper's numbers", open=False):
         gr.Dataframe(report.paper_table(), interactive=False, label=report.paper.CITATION)
@@ -172,7 +173,7 @@ def build_tab(demo: gr.Blocks) -> None:
             chosen = gr.Textbox(label="Experiment key", scale=3)
             show_btn = gr.Button("Show", scale=1)
             remove = gr.Button("Delete", variant="stop", scale=1)
-        removed = gr.Markdown()
+        removed = gr.Markdown(label="Deleted")
 
     outputs = [status, curves, table, responses, grads, stored, chosen]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), source, upload, api_name="degradation_source",

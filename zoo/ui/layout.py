@@ -14,9 +14,9 @@ from zoo.ui import apidoc, arch_tab, classify_tab, compare_tab, degradation_tab,
 from zoo.ui.wiring import user_errors
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
-INTRO = ("# ResNet Zoo\nClassify images with every ResNet and ResNeXt in timm, compare depths on the same image, "
-         "and see the architecture computed from the real models. Residual blocks learn F(x) = H(x) − x and "
-         "output ReLU(F(x) + x), so depth helps instead of hurting: **Why residual?** shows it happen.")
+INTRO = ("# ResNet Zoo\nEvery ResNet and ResNeXt in timm: classify an image, compare depths, see the architecture "
+         "as the paper draws it, train a head on your own classes. **Why residual?** shows depth hurting plain "
+         "nets and helping residual ones.")
 
 
 def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()) -> gr.Blocks:
@@ -28,15 +28,15 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
 
     with gr.Blocks(title="ResNet Zoo", analytics_enabled=False,
                    delete_cache=(settings.upload_ttl_s, settings.upload_ttl_s)) as demo:  # uploads: ZOO_UPLOAD_TTL_S
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_id="intro")
         banner = gr.Markdown(label="Missing weights", elem_id="banner")
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab label visible on a phone, none behind a "..."
             with gr.Tab("Classify", id="classify"):
                 model = classify_tab.build_tab(demo, settings, choices, examples, heavy)
             with gr.Tab("Why residual?", id="degradation"):
                 degradation_tab.build_tab(demo)
-            with gr.Tab("Compare depths", id="compare"):
-                compare_tab.build_tab(choices, examples, heavy)
+            with gr.Tab("Compare", id="compare"):
+                cmp_models = compare_tab.build_tab(choices, examples, heavy)
             with gr.Tab("Architecture", id="architecture"):
                 arch_tab.build_tab(demo)
             with gr.Tab("Model zoo", id="zoo"):
@@ -48,12 +48,13 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
 
         @user_errors
         def status(request: gr.Request) -> tuple[str, str]:
-            """Which default weights are missing (and how to get them), and this API guide for this server."""
+            """Which default weights are missing, and this API guide for this server."""
             base = f"{request.headers.get('x-forwarded-proto', request.url.scheme)}://{request.headers['host']}"
             return (views.banner(compare.default_tags(), settings),
                     apidoc.render(demo.get_api_info(), rest_routes, base))
 
         demo.load(status, None, [banner, api_doc], api_name="status", queue=False)
+        demo.load(classify_tab.model_choices, None, [model, cmp_models], api_name="model_choices", queue=False)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 

@@ -3,6 +3,8 @@ runs. Wiring only: the grid trains in `zoo.transfer.grid` on a worker thread (`z
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,13 +12,14 @@ import gradio as gr
 import pandas as pd
 
 from zoo import accel, inference
-from zoo.errors import InvalidArgumentError
+from zoo.errors import InvalidArgumentError, ZooError
 from zoo.transfer import data, grid, lab, quota, runs
 from zoo.transfer.fit import FitConfig
-from zoo.ui import transfer_views, views
+from zoo.ui import feedback, transfer_views, views
 from zoo.ui.relay import relay
 from zoo.ui.wiring import user_errors
 
+log = logging.getLogger(__name__)
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
 UPLOAD = "My zip of class folders"
 STRATEGY_LABELS = [("Linear probe: new FC only", "linear"), ("MLP head: hidden layer + dropout", "mlp"),
@@ -39,39 +42,56 @@ def _lines(curves: list[dict]) -> Any:
     return gr.update(value=frame, color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
 
 
-def train_lab(source: str, upload: str | None, tags: list[str] | None, strategies: list[str] | None,
-              epochs: float, size: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+def train_lab(source: str = DIGITS, upload: str | None = None, tags: list[str] | None = None,
+              strategies: list[str] | None = None, epochs: float = 5, size: float = 64,
+              progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     """Train every (tag, strategy) on the data, streaming curves; the last update has the comparison."""
-    grid.check(tags or [], strategies or [])
-    if source == UPLOAD and not upload:
-        raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
-    config = FitConfig(epochs=int(epochs))
+    try:
+        grid.check(tags or [], strategies or [])
+        if source == UPLOAD and not upload:
+            raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
+        yield from _stream(source, upload, tags, strategies, FitConfig(epochs=int(epochs)), int(size) or None)
+    except Exception as exc:  # shown in the status line; the charts and tables keep what they had
+        if not isinstance(exc, ZooError):
+            log.exception("training in the Transfer lab failed")
+        yield (feedback.shown(feedback.sentence(exc, file=upload)), *(gr.skip() for _ in range(7)))
 
+
+def cancelled() -> str:
+    """The status line once Cancel is pressed (the training event is cancelled with it)."""
+    return "**Cancelled.** Finished runs are kept in the table and under Stored runs."
+
+
+def _stream(source: str, upload: str | None, tags: list[str], strategies: list[str], config: FitConfig,
+            size: int | None) -> Iterator[tuple]:
     def job(emit, cancel) -> grid.Grid:
         return grid.train(data.DIGITS if source == DIGITS else upload, tags, strategies, config,
-                          size=int(size) or None, cancel=cancel, on_dataset=lambda d: emit("dataset", d),
+                          size=size, cancel=cancel, on_dataset=lambda d: emit("dataset", d),
                           on_report=lambda t, s, r: emit("report", (t, s, r)), on_result=lambda r: emit("result", r))
 
     curves: list[dict] = []
     results: list[lab.Result] = []
-    status = "Preparing the data…"
+    status, line, shown = "Preparing the data…", "", 0.0
     for kind, payload in relay(job, "zoo-transfer"):
         if kind == "dataset":
             skipped = f" {len(payload.skipped)} unreadable file(s) skipped." if payload.skipped else ""
             status = (f"**{payload.name}**: {len(payload.classes)} classes, {len(payload.train)} training and "
                       f"{len(payload.val)} validation images.{skipped}")
+            line = "\n\nWorking: reading the images through the backbone, then training…"
         elif kind == "report":
             tag, strategy, rep = payload
-            progress((rep.step, rep.steps), desc=f"{tag} · {strategy}: epoch {rep.epoch}/{rep.epochs}, "
-                                                 f"{rep.images_per_s:,.0f} img/s, ETA {rep.eta_s:.0f} s")
-            if rep.kind != "epoch":
+            if rep.kind == "epoch":
+                curves.append(transfer_views.curve_row(tag, strategy, rep))
+            elif time.monotonic() - shown < 1.0:  # progress in words in the status line, once a second
                 continue
-            curves.append(transfer_views.curve_row(tag, strategy, rep))
+            shown = time.monotonic()
+            line = (f"\n\nWorking: **{tag} · {strategy}**: epoch {rep.epoch} of {rep.epochs}, step {rep.step} of "
+                    f"{rep.steps}, {rep.images_per_s:,.0f} img/s, about {rep.eta_s:.0f} s left")
         elif kind == "result":
             results.append(payload)
         else:  # done
             break
-        yield _outputs(status, curves, results, final=False)
+        yield _outputs(status + line, curves, results, final=False)
     yield _outputs(status, curves, results, final=True)
 
 
@@ -99,7 +119,7 @@ def delete_run(run_id: str) -> tuple[Any, Any, str]:
     """Delete a stored run (its model file and record)."""
     run_id = (run_id or "").strip()
     if not runs.RUN_ID.fullmatch(run_id) or not runs.delete(run_id):
-        raise InvalidArgumentError(f"No stored run {run_id!r}; pick one from the table.")
+        return gr.skip(), gr.skip(), feedback.shown(f"No stored run {run_id!r}; pick one from the table.")
     inference.engine().forget(run_id)
     return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}. {quota.describe()}"
 
@@ -115,7 +135,8 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column():
             source = gr.Radio([DIGITS, UPLOAD], value=DIGITS, label="Data")
-            upload = gr.File(file_types=[".zip"], label="Zip of class folders (one folder per class)")
+            upload = gr.File(file_types=[".zip"], label="Zip of class folders (one folder per class)", visible=False,
+                             elem_id="lab-zip")
             tags = gr.Dropdown(views.model_choices(), value=["resnet18.a1_in1k"], multiselect=True,
                                allow_custom_value=True, label="Start from", elem_id="lab-models")
             strategies = gr.CheckboxGroup(STRATEGY_LABELS, value=["linear", "full"], label="Strategies")
@@ -125,28 +146,32 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
                                  label="Input size in px (0: the tag's own; small is fast for small images)")
             with gr.Row():
                 go = gr.Button("Train and compare", variant="primary", elem_id="lab-train")
-                stop = gr.Button("Cancel", variant="stop")
+                stop = gr.Button("Cancel", variant="stop", elem_id="lab-cancel")
         with gr.Column():
-            status = gr.Markdown(label="Status", elem_id="lab-status")
-            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch")
+            status = gr.Markdown(label="Status", elem_id="lab-status", elem_classes=["zoo-status"])
+            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch",
+                                 x_axis_format="d", y_lim=[0, 100], elem_id="lab-curves")
             trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
                                    label="Validation top-1 against training time")
-    grid_table = gr.Dataframe(label="Comparison (validation split)", interactive=False, elem_id="lab-grid")
+    grid_table = gr.Dataframe(pd.DataFrame(columns=transfer_views.GRID_COLUMNS), label="Comparison (validation split)",
+                              interactive=False, elem_id="lab-grid")
     with gr.Row():
-        confusion = gr.Dataframe(label="Confusion matrix of the best run (rows: true class)", interactive=False)
-        per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run")
+        confusion = gr.Dataframe(pd.DataFrame(columns=["true class"]), interactive=False,
+                                 label="Confusion matrix of the best run (rows: true class)")
+        per_class = gr.BarPlot(x="class", y="accuracy", label="Per-class accuracy of the best run", y_lim=[0, 100])
     with gr.Accordion("Stored runs", open=False):
-        stored = gr.Dataframe(interactive=False, label="Click a row to pick it")
+        stored = gr.Dataframe(transfer_views.stored([]), interactive=False, label="Click a row to pick it")
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
-        removed = gr.Markdown(quota.describe)  # the runs' disk use against ZOO_RUNS_MAX_MB, on each page load
+        removed = gr.Markdown(quota.describe, label="Deleted")  # the runs' disk use against ZOO_RUNS_MAX_MB, per load
 
-    train_event = go.click(accel.gpu(user_errors(train_lab), duration=300),
-                           [source, upload, tags, strategies, epochs, size],
+    train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid_table, trade, confusion, per_class, stored, classify_model],
-                           api_name="train", concurrency_id="heavy", concurrency_limit=1)
-    stop.click(None, None, None, cancels=[train_event], api_name="cancel_training", api_visibility="private")
+                           api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
+    stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training", api_visibility="private",
+               queue=False)
+    source.change(lambda s: gr.update(visible=s == UPLOAD), source, upload, queue=False, api_visibility="private")
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
     remove.click(user_errors(delete_run), chosen, [stored, classify_model, removed], api_name="delete_run")
     demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)

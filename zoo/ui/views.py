@@ -19,6 +19,12 @@ ROBUSTNESS = (("imagenet-real", "ReaL"), ("imagenetv2", "V2"), ("sketch", "Sketc
               ("imagenet-r", "IN-R"), ("imagenet-a", "IN-A"))
 ZOO_COLUMNS = ["model", "family", "depth", "params (M)", "GMACs", "eval px", "top-1", "top-5",
                *(f"{label} top-1" for _, label in ROBUSTNESS), "license", "pretrained on", "local"]
+# The short numbers first (they must show without scrolling on a laptop); the long text last, wrapped.
+COMPARE_COLUMNS = ["model", "params (M)", "GMACs", "published top-1", "latency (ms)", "first call (ms)", "top-1 here",
+                   "top-5 here"]
+# px, not %: a phone scrolls sideways (model first) instead of breaking words into letters
+COMPARE_WIDTHS = ["180px", "80px", "70px", "90px", "90px", "90px", "170px", "330px"]
+MISSING = "not downloaded"  # the pickers' mark for a tag whose weights are not on this machine
 
 
 def arch_title(arch: str) -> str:
@@ -35,11 +41,14 @@ def _order(e: ModelEntry) -> tuple:
             -(e.top1 or 0.0))
 
 
-def model_choices(entries: list[ModelEntry] | None = None) -> list[tuple[str, str]]:
-    """(label, tag) for every tag with an ImageNet head, grouped by family then depth, defaults first."""
+def model_choices(entries: list[ModelEntry] | None = None, settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(label, tag) for every tag with an ImageNet head, grouped by family then depth, defaults first; a tag
+    whose weights are not on this machine is marked `MISSING`."""
+    settings = settings or get_settings()
     pool = [e for e in (entries or registry.load()) if e.has_imagenet_head]
     return [(f"{arch_title(e.arch)} · {e.tag}{' ★' if e.is_default else ''}"
-             + (f" · {e.top1:.1f}%" if e.top1 is not None else ""), e.name) for e in sorted(pool, key=_order)]
+             + (f" · {e.top1:.1f}%" if e.top1 is not None else "")
+             + ("" if weights.where(e, settings) else f" · {MISSING}"), e.name) for e in sorted(pool, key=_order)]
 
 
 def _pct(value: float | None) -> str:
@@ -121,13 +130,13 @@ def comparison_table(cmp: Comparison) -> pd.DataFrame:
     for r in cmp.rows:
         best = r.prediction.top[0]
         rows.append({
-            "model": r.entry.name, "top-1 here": f"{best.label.name} ({best.probability:.1%})",
-            "top-5 here": ", ".join(s.label.name for s in r.prediction.top[:5]),
-            "latency (ms)": round(r.latency_ms, 1), "first call (ms)": round(r.first_ms, 1),
-            "params (M)": round(r.entry.params / 1e6, 1),
+            "model": r.entry.name, "params (M)": round(r.entry.params / 1e6, 1),
             "GMACs": round(r.entry.gmacs_eval, 2), "published top-1": r.entry.top1,
+            "latency (ms)": round(r.latency_ms, 1), "first call (ms)": round(r.first_ms, 1),
+            "top-1 here": f"{best.label.name} ({best.probability:.1%})",
+            "top-5 here": ", ".join(s.label.name for s in r.prediction.top[:5]),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
 def agreement(cmp: Comparison) -> str:
@@ -182,14 +191,17 @@ def zoo_table(query: str = "", settings: Settings | None = None) -> pd.DataFrame
 
 
 def banner(tags: list[str], settings: Settings | None = None) -> str:
-    """Markdown warning naming the weights in `tags` this machine lacks and how to get them; "" if none."""
+    """Markdown note naming the weights in `tags` this machine lacks and what a visitor can do; "" if none."""
     settings = settings or get_settings()
     missing = [e.name for e in map(registry.get, tags) if weights.where(e, settings) is None]
     if not missing:
         return ""
     if settings.hf_offline or hub.reachability.is_down:
-        why = "The Hugging Face Hub is not reachable from here, so they cannot be downloaded now"
+        why = (f"the Hugging Face Hub cannot be reached from this server, so use the models not marked "
+               f"\"{MISSING}\"")
     else:
-        why = "They download from the Hugging Face Hub on first use, if it is reachable from here"
-    return (f"⚠️ **Weights not on this machine: {', '.join(f'`{t}`' for t in missing)}.** {why}. "
-            f"{weights.how_to_get(missing[0])} The Architecture and Model zoo tabs work without them.")
+        why = "they download from the Hugging Face Hub on first use, with a progress bar"
+    several = f"{len(missing)} of the default models are" if len(missing) > 1 else "A default model is"
+    return (f"<details><summary>⚠️ <b>{several} not on this machine yet</b>: {why}.</summary>\n\n"
+            f"{', '.join(f'`{t}`' for t in missing)}. Why residual?, Architecture and Model zoo work without "
+            "them.\n</details>")

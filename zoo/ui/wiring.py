@@ -53,7 +53,7 @@ def user_errors(fn: Callable) -> Callable:
 
 def image(image: str | None) -> str:
     if not image:
-        raise InvalidArgumentError("Upload, paste or capture an image first, or pick one of the examples.")
+        raise InvalidArgumentError("Upload an image first, or pick one of the examples.")
     return image
 
 

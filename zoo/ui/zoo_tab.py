@@ -8,7 +8,8 @@ from typing import Any
 import gradio as gr
 
 from zoo import registry, resolver
-from zoo.ui import views
+from zoo.errors import InvalidArgumentError
+from zoo.ui import feedback, views
 from zoo.ui.wiring import download_bar, user_errors
 
 
@@ -22,35 +23,43 @@ def pick_row(evt: gr.SelectData) -> str:
     return str(evt.row_value[0]).removesuffix(" ★")
 
 
-@user_errors
-def zoo_card(model: str) -> str:
-    """The card of the tag picked in the Model zoo table."""
+def _card(model: str) -> str:
     if not model:
         return "Select a row to see its card."
     entry = registry.get(model)
     return views.card(entry) + "\n\n" + views.download_links(entry)
 
 
-@user_errors
+@feedback.to_status(1)
+def zoo_card(model: str) -> str:
+    """The card of the tag picked in the Model zoo table."""
+    return _card(model)
+
+
+@feedback.to_status(2, model_arg=0)
 def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
-    """Download a tag's weights into the store (from the Hub, with a progress bar) and refresh the views."""
-    entry = registry.get(model)
+    """Download a tag's weights into the store (from the Hub, with a progress bar) and refresh the views; a
+    failure leaves the table as it was and says why in the status line."""
+    if not (model or "").strip():
+        raise InvalidArgumentError("Click a row of the table (or type a tag) first, then Fetch weights.")
+    entry = registry.get(model.strip().removesuffix(" ★"))
     resolver.fetch(entry.name, progress=download_bar(progress, entry.name))
     gr.Info(f"{entry.name} is on this machine.")
-    return zoo_card(entry.name), views.zoo_table()
+    return _card(entry.name), views.zoo_table()
 
 
 def build_tab(demo: gr.Blocks) -> None:
     """The tab's components and events (call inside the Blocks, in a gr.Tab)."""
-    zoo_table = gr.Dataframe(interactive=False, show_search="search", max_height=520,
-                             label="Every tag: click a row for its card", elem_id="zoo-table")
     with gr.Row():
         picked = gr.Textbox(label="Model", placeholder="click a row, or type a tag", scale=3, elem_id="zoo-picked")
-        fetch = gr.Button("Fetch weights", scale=1)
+        fetch = gr.Button("Fetch weights", scale=1, elem_id="zoo-fetch")
+    zoo_status = feedback.status_line("zoo-status")
     zoo_card_md = gr.Markdown(label="Model card")
+    zoo_table = gr.Dataframe(interactive=False, show_search="search", max_height=520,
+                             label="Every tag: click a row for its card (click a header to sort)", elem_id="zoo-table")
 
     demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
     zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
-    picked.change(zoo_card, picked, zoo_card_md, api_name="zoo_card", queue=False)
-    fetch.click(fetch_weights, picked, [zoo_card_md, zoo_table], api_name="fetch", concurrency_id="fetch",
-                concurrency_limit=2)
+    picked.change(zoo_card, picked, [zoo_card_md, zoo_status], api_name="zoo_card", queue=False)
+    fetch.click(fetch_weights, picked, [zoo_card_md, zoo_table, zoo_status], api_name="fetch", concurrency_id="fetch",
+                concurrency_limit=2, show_progress_on=[zoo_status])

@@ -1,0 +1,71 @@
+"""The UI's error sentences: the file or model named, no server path, no CLI command, no Gradio internals."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from zoo import hub, images, registry
+from zoo.errors import InvalidArgumentError, InvalidImageError, UnknownModelError, WeightsUnavailableError
+from zoo.ui import feedback
+
+
+def test_scrub_drops_server_paths_and_cli_sentences_but_keeps_file_names():
+    text = (
+        "Weights for resnet50.a1_in1k are not in the local store (/srv/zoo/weights) and the Hub is down. "
+        "Get them with `python -m zoo fetch resnet50.a1_in1k` where the Hub is reachable. "
+        "Cannot read /tmp/gradio/abc123/cat.jpg: denied."
+    )
+    clean = feedback.scrub(text)
+    assert "/srv" not in clean and "/tmp" not in clean and "python -m zoo" not in clean
+    assert "`cat.jpg`" in clean and "resnet50.a1_in1k" in clean
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError) as info:
+        registry.get("resnt50")
+    text = feedback.sentence(info.value)
+    assert "no model called 'resnt50'" in text and "Did you mean resnet50" in text and "python" not in text
+
+
+def test_missing_weights_say_what_a_visitor_can_do_offline_and_online(monkeypatch):
+    exc = WeightsUnavailableError("Weights for resnet50.a1_in1k are not in /srv/weights. `python -m zoo fetch x`.")
+    online = feedback.sentence(exc, model="resnet50")
+    assert "resnet50.a1_in1k" in online and "Try again" in online and "/srv" not in online
+    hub.reachability.down("test")
+    offline = feedback.sentence(exc, model="resnet50")
+    assert "cannot be reached" in offline and "not downloaded" in offline
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"not a picture\n" * 20, "not an image in an accepted format"),
+        (b"", "empty"),
+        (b"8BPS\x00\x01" + b"\x00" * 64, "not an image in an accepted format"),  # a PSD header: refused unread
+    ],
+)
+def test_bad_image_files_are_named_in_one_sentence(tmp_path, data, expected):
+    path = tmp_path / "upload" / "holiday.jpg"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    with pytest.raises(InvalidImageError) as info:
+        images.decode(str(path))
+    text = feedback.sentence(info.value, file=str(path))
+    assert text.startswith("holiday.jpg: ") and expected in text and str(tmp_path) not in text
+
+
+def test_to_status_returns_the_outputs_and_an_empty_status_or_skips_and_the_sentence():
+    @feedback.to_status(2, model_arg=0)
+    def handler(model: str) -> tuple[str, str]:
+        if model == "bad":
+            raise InvalidArgumentError("Pick a model first.")
+        if model == "boom":
+            raise RuntimeError("/srv/secret exploded")
+        return "a", "b"
+
+    assert handler("ok") == ("a", "b", "")
+    *skipped, status = handler("bad")
+    assert all(s == gr.skip() for s in skipped) and len(skipped) == 2 and status == "⚠️ Pick a model first."
+    status = handler("boom")[-1]
+    assert "RuntimeError" in status and "/srv" not in status

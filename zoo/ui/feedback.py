@@ -1,0 +1,114 @@
+"""What a person sees when something fails: one sentence in a tab's status line, the other outputs untouched.
+
+Errors are not raised to Gradio (that paints every output with a red "Error" badge and a toast that fades);
+a wrapped handler returns `gr.skip()` for its outputs and the sentence for the status line. The sentence
+names the file or model, never a server path, a CLI command or a Python traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from zoo import hub, registry
+from zoo.errors import InvalidImageError, UnknownModelError, WeightsUnavailableError, ZooError
+from zoo.settings import get_settings
+
+log = logging.getLogger(__name__)
+_CLI = re.compile(r"[^.]*`python -m zoo[^`]*`[^.]*\.\s*")  # a sentence that tells a visitor to run our CLI
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")  # an absolute path on the server
+
+
+def scrub(text: str) -> str:
+    """`text` without sentences that need a shell on the server and without server paths (kept: file names)."""
+    text = _CLI.sub("", text)
+    return _PATH.sub(lambda m: f"`{Path(m.group(0)).name}`" if "." in Path(m.group(0)).name else "", text).strip()
+
+
+def weights_missing(name: str) -> str:
+    """Why a model's weights cannot be used here, in words a visitor of a Space can act on."""
+    settings = get_settings()
+    if settings.hf_offline or hub.reachability.is_down:
+        return (
+            f"The weights of {name} are not on this server, and the Hugging Face Hub cannot be reached from "
+            'here, so they cannot be downloaded now. Pick a model not marked "not downloaded", or try again '
+            "later."
+        )
+    return (
+        f"The weights of {name} could not be downloaded from the Hugging Face Hub just now. Try again in a "
+        'minute, or pick a model not marked "not downloaded".'
+    )
+
+
+def sentence(exc: BaseException, *, file: str | None = None, model: str | None = None) -> str:
+    """One sentence for the status line: what went wrong and what to do, naming the file or model."""
+    if isinstance(exc, UnknownModelError):
+        hint = f" Did you mean {', '.join(exc.suggestions)}?" if exc.suggestions else ""
+        return f"There is no model called {exc.name!r} in this zoo.{hint} Pick one from the list."
+    if isinstance(exc, WeightsUnavailableError):
+        return weights_missing(_model_name(model))
+    if isinstance(exc, InvalidImageError):
+        prefix = f"{Path(file).name}: " if file else ""
+        return prefix + scrub(str(exc))
+    if isinstance(exc, ZooError):
+        return scrub(str(exc))
+    return f"Something went wrong on the server ({type(exc).__name__}); it is logged there. Please try again."
+
+
+def _model_name(model: str | None) -> str:
+    if not model:
+        return "this model"
+    try:
+        return registry.get(model).name
+    except ZooError:
+        return model
+
+
+def status_line(elem_id: str) -> gr.Markdown:
+    """A tab's status line: empty, or one sentence on what went wrong and what to do."""
+    return gr.Markdown(label="Status", elem_id=elem_id, elem_classes=["zoo-status"])
+
+
+def shown(message: str) -> str:
+    """The status line's Markdown for an error message."""
+    return f"⚠️ {message}"
+
+
+def to_status(outputs: int, *, file_arg: int | None = None, model_arg: int | None = None) -> Callable:
+    """Wrap a handler with `outputs` outputs so it also returns a status line (last output): empty when it
+    worked; on failure `gr.skip()` for every other output and one sentence (see `sentence`).
+
+    `file_arg` / `model_arg`: positions of the uploaded file and the model name among the handler's arguments,
+    so the sentence can name them.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if not isinstance(exc, ZooError):
+                    log.exception("UI handler %s failed", fn.__name__)
+                file = _arg(args, file_arg)
+                model = _arg(args, model_arg)
+                text = sentence(
+                    exc, file=file if isinstance(file, str) else None, model=model if isinstance(model, str) else None
+                )
+                return (*(gr.skip() for _ in range(outputs)), shown(text))
+            result = result if isinstance(result, tuple) else (result,)
+            return (*result, "")
+
+        return wrapper
+
+    return wrap
+
+
+def _arg(args: tuple, index: int | None) -> Any:
+    return args[index] if index is not None and index < len(args) else None
