@@ -183,12 +183,13 @@ def legend_svg(nets: Sequence[Network]) -> str:
 
 
 def figure(archs: Sequence[Architecture], *, plain_twins: bool = False) -> str:
-    """HTML for the app: one SVG per network side by side in the order given, wrapping on narrow screens."""
+    """HTML for the app: the legend, then one SVG per network side by side in the order given, wrapping on a
+    narrow screen (the legend sits left of the networks on a laptop and above them on a phone)."""
     nets = networks(archs, plain_twins=plain_twins)
     cols = "".join(column_svg(n) for n in nets)
     return (
         f'<div class="zoo-blockdiagram" style="display:flex;flex-wrap:wrap;gap:12px 20px;align-items:flex-start">'
-        f"{cols}{legend_svg(nets)}</div>"
+        f"{legend_svg(nets)}{cols}</div>"
     )
 
 
