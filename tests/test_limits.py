@@ -137,6 +137,7 @@ def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
     server = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    slow = None
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -157,7 +158,8 @@ def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
     finally:
         if server.poll() is None:
             server.kill()
-        slow.close()
+        if slow is not None:
+            slow.close()
 
 
 def test_every_setting_is_in_the_readme_table():

@@ -164,7 +164,7 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
         with gr.Row():
             chosen = gr.Textbox(label="Run", scale=3)
             remove = gr.Button("Delete run", variant="stop", scale=1)
-        removed = gr.Markdown(quota.describe, label="Deleted")  # the runs' disk use against ZOO_RUNS_MAX_MB, per load
+        removed = gr.Markdown(label="Deleted")
 
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid_table, trade, confusion, per_class, stored, classify_model],
@@ -175,3 +175,4 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
     remove.click(user_errors(delete_run), chosen, [stored, classify_model, removed], api_name="delete_run")
     demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)
+    demo.load(quota.describe, None, removed, api_name="runs_quota", api_visibility="private", queue=False)  # disk use
