@@ -74,7 +74,7 @@ def test_classify_in_a_browser_and_every_tab_renders(live_zoo, page):
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)
 
     checks = {
-        "Compare depths": ("#compare-run", "Compare"),
+        "Compare": ("#compare-run", "Compare"),
         "Architecture": ("#stage-table", "conv5_x"),
         "Model zoo": ("#zoo-table", "resnet50.a1_in1k"),
         "Transfer lab": ("#lab-train", "Train and compare"),
