@@ -44,3 +44,13 @@ def test_out_of_memory_retries_once_at_half_the_batch_then_says_what_to_do(monke
     with pytest.raises(OutOfMemoryError, match="Out of GPU memory at batch size 64 and again at 32"):
         lab._fit_with_retry(model.head, model, None, FitConfig(batch_size=64, lr=0.1), torch.device("cpu"),
                             None, None, lab.distributed.World())
+
+
+def test_a_feature_cache_that_cannot_be_written_does_not_end_the_run(stored, digits):
+    from zoo import paths
+
+    cache = paths.feature_cache()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("a file where the cache folder would be: writing fails as on a full or read-only disk")
+    probe = lab.train(digits, TAG, "linear", FitConfig(epochs=2), size=32)
+    assert probe.scores.top1 > 0.1 and not probe.features_cached and cache.is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from zoo.transfer import distributed, heads, quota, runs
 from zoo.transfer.data import Dataset
 from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
 from zoo.transfer.metrics import Scores, score
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,8 +93,11 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
     backbone = model.backbone.eval()
     feats = [predict(backbone, x, batch, device) for x in _pixels(dataset, pre)]
     if write:  # under torchrun only the main process writes the cache
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_atomic({"train": feats[0], "val": feats[1]}, path, {"format": "pt"})
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.save_atomic({"train": feats[0], "val": feats[1]}, path, {"format": "pt"})
+        except OSError as exc:  # a cache only saves time: a full or read-only disk must not end the run
+            log.warning("features not cached (%s): %s", path.parent, exc.strerror or exc)
     return (feats[0], y_train, feats[1], y_val), time.perf_counter() - t0, False
 
 
