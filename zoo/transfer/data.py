@@ -152,16 +152,11 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
 
 @contextmanager
 def job_folder(settings: Settings | None = None) -> Iterator[Path]:
-    """A temporary folder for one job (an upload's extracted files), removed when the job ends. Under the weights
-    folder; in the system's temp folder where that cannot be written (a read-only mirror, a full disk)."""
+    """A temporary folder for one job (an upload's extracted files), removed when the job ends."""
     settings = settings or get_settings()
     parent = paths.jobs(settings)
-    prefix = f"{uuid.uuid4().hex[:8]}-"
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    except OSError:
-        folder = Path(tempfile.mkdtemp(prefix=f"zoo-job-{prefix}"))
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
     try:
         yield folder
     finally:
