@@ -17,6 +17,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     """The FastAPI app: REST routes first (they take precedence), then the Gradio demo mounted at `/`.
     `/docs` and `/redoc` load Swagger UI and ReDoc from files shipped in `fastapi_offline`, never a CDN."""
     settings = settings or zoo.get_settings()
+    _own_upload_folder()
     app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__, docs_url=None, redoc_url=None)
     docpages.install(app)
     api.install(app)
@@ -29,6 +30,21 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     )
     apierrors.install_generic(app.routes[-1].app)  # the UI's bare 404/405s in the one JSON shape too
     return app
+
+
+def _own_upload_folder() -> None:
+    """Gradio keeps uploads in GRADIO_TEMP_DIR, by default one machine-wide `/tmp/gradio` that every Gradio
+    process shares (and empties on restart); this server gets a folder of its own, removed when it exits.
+    A GRADIO_TEMP_DIR set by the user is kept as it is."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = tempfile.mkdtemp(prefix="resnet-zoo-uploads-")
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def serve(settings: zoo.Settings | None = None) -> None:
@@ -46,5 +62,17 @@ def serve(settings: zoo.Settings | None = None) -> None:
                 timeout_graceful_shutdown=settings.shutdown_s)
 
 
+def main() -> int:
+    """`python app.py`: serve, or say in one line why it cannot start (a bad setting, a port in use)."""
+    import sys
+
+    try:
+        serve()
+    except zoo.ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    serve()
+    raise SystemExit(main())

@@ -220,4 +220,7 @@ def test_a_read_only_store_is_a_ready_read_only_mirror(mounts, resnet18_file, tm
         out = zoo(*args, env=env)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "read-only" in out.stderr and str(mirror) in out.stderr
+    out = zoo("train", "--data", "digits", "--models", TAG, "--heads", "linear", "--epochs", "1", env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Not starting" in out.stderr and "read-only" in out.stderr
     assert zoo("verify", env=env).returncode == 0

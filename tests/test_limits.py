@@ -198,6 +198,18 @@ def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
     from app import build_app
 
     _env(monkeypatch, ZOO_UPLOAD_TTL_S=30, ZOO_MAX_SESSIONS=5)
-    blocks = build_app().routes[-1].app.get_blocks()
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    gradio_app = build_app().routes[-1].app
+    blocks = gradio_app.get_blocks()
     assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s
     assert blocks.state_session_capacity == 5 and blocks.state_holder.capacity == 5
+    own = os.environ["GRADIO_TEMP_DIR"]  # not the machine-wide /tmp/gradio that other Gradio processes share
+    assert Path(own).name.startswith("resnet-zoo-uploads-") and Path(own).is_dir()
+    assert gradio_app.uploaded_file_dir == own and own == blocks.GRADIO_CACHE
+
+
+def test_a_bad_setting_stops_the_app_in_one_line():
+    env = {**os.environ, "ZOO_SHUTDOWN_S": "abc", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: ZOO_SHUTDOWN_S='abc' is not a number.", out.stderr

@@ -72,8 +72,13 @@ def test_a_file_changed_in_place_is_never_served_or_loaded(resnet18_file):
     flip_last_byte(path)
     with pytest.raises(WeightsCorruptError, match=rf"{TAG} changed on disk.*moved to .*\.corrupt"):
         catalog.require_stored(TAG)
-    assert not path.exists() and len(list((st.root / ".corrupt").iterdir())) == 1
+    [aside] = (st.root / ".corrupt").glob("*.safetensors")
+    assert not path.exists() and sha256_file(aside) != path.name
+    note = aside.with_name(aside.name + ".txt").read_text()  # beside it: what happened and what to do
+    assert f"stored file of {TAG}" in note and path.name in note and sha256_file(aside) in note
+    assert f"python -m zoo fetch {TAG}" in note and f"python -m zoo import FILE --name {TAG}" in note
     assert catalog.stored_file(TAG) is None  # the record stays: `verify` names what is missing
+    assert catalog.card_for(TAG)["local"] is False and catalog.card_for(TAG)["weights"]["local"] is False
     ok, message = st.verify(TAG)
     assert not ok and message.startswith("MISSING") and f"import {TAG} again" in message
 
@@ -116,8 +121,10 @@ def test_a_store_of_the_first_layout_is_migrated_on_first_use_losing_nothing(res
     assert st.checked(TAG).path == root / "blobs" / sha and not (good / "model.safetensors").exists()
     assert sorted(p.name for p in good.iterdir()) == ["record.json"]
     assert stat.S_IMODE((good / "record.json").stat().st_mode) == 0o644
-    kept = list((root / ".corrupt").iterdir())  # the file that disagreed with its record: kept, not lost
+    kept = list((root / ".corrupt").glob("*.safetensors"))  # the file that disagreed with its record: kept
     assert len(kept) == 1 and sha256_file(kept[0]) == sha256_file(resnet18_v2_file)
+    note = kept[0].with_name(kept[0].name + ".txt").read_text()
+    assert f"python -m zoo import {kept[0]} --name resnet18.a1_in1k" in note
     assert not st.has("resnet18.a1_in1k") and st.verify("resnet18.a1_in1k")[1].startswith("MISSING")
     assert [p.name for p in (root / "blobs").iterdir()] == [sha]
 
@@ -189,3 +196,31 @@ def test_training_refuses_to_start_without_room_for_its_model(monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(StoreError, match="Not starting: the run's model needs about"):
         runs.check_space(TAG)
+
+
+def test_training_on_a_store_it_cannot_write_refuses_before_unpacking_anything(tmp_path, monkeypatch):
+    from zoo import settings
+    from zoo.transfer import data, grid
+
+    blocked = tmp_path / "store-is-a-file"
+    blocked.write_text("x")
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(blocked))
+    settings.get_settings.cache_clear()
+    with pytest.raises(StoreError, match=r"Not starting: .*store-is-a-file is not a folder: set ZOO_WEIGHTS_DIR"):
+        grid.train(str(tmp_path / "labelled.zip"), [TAG], ["linear"])
+    refused = r"^Cannot unpack labelled\.zip: .*is not a folder"  # one line, no OSError
+    with pytest.raises(StoreError, match=refused), data.job_folder(what="Cannot unpack labelled.zip"):
+        pass
+
+
+def test_a_file_changed_on_disk_says_so_when_it_cannot_be_fetched_again(resnet18_file, monkeypatch):
+    path = weights.import_file(resnet18_file, TAG)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from zoo import settings
+
+    settings.get_settings.cache_clear()
+    flip_last_byte(path)
+    with pytest.raises(WeightsCorruptError, match=rf"{TAG} changed on disk.*Fetching them again failed"):
+        weights.resolve(TAG)
+    with pytest.raises(WeightsUnavailableError, match="not in the local store"):  # the next call: it is gone
+        weights.resolve(TAG)

@@ -69,3 +69,23 @@ def test_to_status_returns_the_outputs_and_an_empty_status_or_skips_and_the_sent
     assert all(s == gr.skip() for s in skipped) and len(skipped) == 2 and status == "⚠️ Pick a model first."
     status = handler("boom")[-1]
     assert "RuntimeError" in status and "/srv" not in status
+
+
+def test_a_streaming_handler_that_fails_ends_with_its_sentence_in_its_own_status_output():
+    @feedback.to_status(3, at=0)
+    def stream(depths):
+        yield "epoch 1", "<svg/>", None
+        if not depths:
+            raise InvalidArgumentError("Pick at least one depth.")
+        yield "done", "<svg/>", "table"
+
+    assert list(stream([20])) == [("epoch 1", "<svg/>", None), ("done", "<svg/>", "table")]
+    *first, (status, curves, table) = list(stream([]))
+    assert first == [("epoch 1", "<svg/>", None)] and status == "⚠️ Pick at least one depth."
+    assert curves == table == gr.skip()  # the curves drawn so far stay on the page
+
+
+def test_grad_cam_after_a_failed_classification_leaves_the_sentence_alone():
+    from zoo.ui import classify_tab
+
+    assert classify_tab.explain_after("cat.jpg", "resnet50", "⚠️ cat.jpg: not an image.") == (gr.skip(),) * 5

@@ -131,6 +131,7 @@ def card(entry: ModelEntry, settings: Settings | None = None) -> dict[str, Any]:
     pre = images.preprocessing(entry)
     return {
         **summary(entry, settings),
+        "local": stored is not None,  # the strict answer: a file that changed on disk is not served, so not local
         "facts": facts,
         "preprocessing": {**pre.__dict__, "resize": pre.resize, "description": pre.describe()},
         "weights": {

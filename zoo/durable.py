@@ -158,11 +158,19 @@ class TempDir:
         os.close(self.fd)
 
 
-def write_json(path: Path, data: dict[str, Any], point: str = "") -> None:
-    """Replace `path` with `data` as JSON, durably (temp, fsync, rename, fsync the folder)."""
+def write_json(path: Path, data: dict[str, Any], point: str = "", *, compact: bool = False,
+               allow_nan: bool = True) -> None:
+    """Replace `path` with `data` as JSON, durably (temp, fsync, rename, fsync the folder): readers see the old
+    file or the new one, never a part, and a failed write leaves nothing behind.
+
+    Raises:
+        OSError: the folder is full, read-only or not permitted (nothing was written).
+        ValueError: `allow_nan` is False and `data` holds NaN or infinity.
+    """
     with TempFile(path.parent, path.stem) as tmp:
         with open(tmp.fd, "w", closefd=False) as f:
-            json.dump(data, f, indent=1)
+            json.dump(data, f, indent=None if compact else 1, allow_nan=allow_nan,
+                      separators=(",", ":") if compact else None)
         if point:
             fault(f"{point}-written")
         tmp.commit(path)
@@ -200,3 +208,21 @@ def sweep(folder: Path) -> list[str]:
         finally:
             os.close(fd)
     return gone
+
+
+def move_aside(src: Path, aside: Path, note: str) -> None:
+    """Move `src` to `aside` (a quarantine: nothing reads it there, nothing deletes it) and write `note`
+    beside it as `<aside>.txt`, saying what happened and what to do. The note is best effort: the move is
+    what matters.
+
+    Raises:
+        OSError: the file could not be moved (it is left where it was).
+    """
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, aside)
+    try:
+        text = aside.with_name(aside.name + ".txt")
+        text.write_text(note.rstrip() + "\n", encoding="utf-8")
+        os.chmod(text, MODE)
+    except OSError:
+        pass

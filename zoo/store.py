@@ -241,7 +241,7 @@ class Store:
             if verdict.rehashed:
                 self._remember(rec, verdict.checked.ident)
             return verdict.checked
-        aside = self._quarantine(path, name)
+        aside = self._quarantine(path, name, rec.sha256, verdict.actual)
         raise WeightsCorruptError(
             f"The stored weights of {name} changed on disk ({verdict.actual[:16]}... instead of sha256 "
             f"{rec.sha256[:16]}...) and were {aside}. Fetch or import them again."
@@ -257,12 +257,21 @@ class Store:
         except OSError:  # a read-only mirror: this process remembers it anyway
             pass
 
-    def _quarantine(self, path: Path, name: str) -> str:
-        """Move a file whose bytes are not its hash aside; says where (or why it could not)."""
+    def _quarantine(self, path: Path, name: str, expected: str, actual: str) -> str:
+        """Move a file whose bytes are not its hash aside, with a note beside it; says where (or why it could not)."""
         aside = self.root / QUARANTINE / f"{name}-{int(time.time())}-{path.name[:12]}.safetensors"
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        note = (
+            f"{aside.name} was moved here from the ResNet Zoo store on {when}: it was the stored file of {name}, "
+            f"but its bytes no longer hash to the sha256 its record names.\n"
+            f"  recorded: {expected}\n  actual:   {actual}\n"
+            f"Nothing reads it from here and nothing deletes it. To get {name} back:\n"
+            f"  python -m zoo fetch {name}            (where the Hugging Face Hub is reachable)\n"
+            f"  python -m zoo import FILE --name {name}   (a copy you trust)\n"
+            f"Delete this file and this note when you no longer need them.\n"
+        )
         try:
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, aside)
+            durable.move_aside(path, aside, note)
         except OSError as exc:
             return f"left in place ({durable.why(exc, self.root)})"
         integrity.forget(path)
@@ -291,7 +300,8 @@ class Store:
             self._remember(rec, integrity.identity(path.stat()))
             return True, f"ok ({rec.size:,} bytes, sha256 {actual[:12]})"
         if path.parent.name == BLOBS:  # its bytes are not its name: no record can be right about them
-            return False, f"CORRUPT: sha256 {actual[:12]} != recorded {rec.sha256[:12]}; {self._quarantine(path, name)}"
+            aside = self._quarantine(path, name, rec.sha256, actual)
+            return False, f"CORRUPT: sha256 {actual[:12]} != recorded {rec.sha256[:12]}; {aside}"
         return False, (
             f"MISMATCH: the file hashes to {actual[:12]} but its record says {rec.sha256[:12]}; left as it "
             f"is: import the file again, or `python -m zoo rm {name}`"

@@ -46,11 +46,11 @@ def migrate(store: Store) -> list[str]:
             durable.write_json(folder / RECORD_FILE, asdict(replace(rec, verified=verified)))
             continue
         aside = store.root / QUARANTINE / f"{folder.name}-unrecorded-{sha[:12]}.safetensors"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(legacy, aside)
         said = f"its record says sha256 {rec.sha256[:12]}" if rec else "it had no record"
         notes.append(
             f"{folder.name}: its file (sha256 {sha[:12]}) was kept aside as {aside}: {said}. "
             f"If it is the version you want: python -m zoo import {aside} --name {folder.name}"
         )
+        durable.move_aside(legacy, aside, f"{notes[-1]}\nNothing reads it from here and nothing deletes it; "
+                                          f"delete this file and this note when you no longer need them.")
     return notes

@@ -92,6 +92,8 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
             remote = hub.remote_file(entry, settings)
             path = hub.download(remote, settings, progress)
         except WeightsUnavailableError as exc:
+            if corrupt is not None:  # say first what happened to the file this store had
+                raise WeightsCorruptError(f"{corrupt} Fetching them again failed: {exc}.") from None
             raise WeightsUnavailableError(
                 f"Weights for {entry.name} are not in the local store ({st.root}) and {exc}. {how_to_get(entry.name)}"
             ) from None

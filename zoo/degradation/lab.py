@@ -38,16 +38,8 @@ def run(config: Config | None = None, *, device: str | torch.device | None = Non
     if config.data in ("digits", "cifar10") or Path(config.data).is_dir():
         tensors = load(config.data, config.size, Path("."), limit=config.limit, seed=config.seed, settings=settings)
     else:
-        try:
-            job = job_folder(settings)
-            work = job.__enter__()
-        except OSError as exc:  # the store is a file, full, or read-only: the zip has nowhere to go
-            raise StoreError(f"Cannot unpack {Path(config.data).name}: "
-                             f"{results.why(exc, settings.weights_dir)}.") from None
-        try:  # an uploaded zip is extracted here, and removed after reading
+        with job_folder(settings, f"Cannot unpack {Path(config.data).name}") as work:  # removed after reading
             tensors = load(config.data, config.size, work, limit=config.limit, seed=config.seed, settings=settings)
-        finally:
-            job.__exit__(None, None, None)
     if reuse and (found := results.get(config.key(tensors.fingerprint), settings)) is not None:
         return found
     result = train(tensors, config, dev, callback=callback, cancel=cancel)

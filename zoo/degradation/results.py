@@ -10,11 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from zoo import paths
+from zoo import durable, paths
 from zoo.degradation.experiment import Result
 from zoo.durable import why
 from zoo.errors import InvalidArgumentError, StoreError
-from zoo.fsutil import atomic_write_json
 from zoo.settings import Settings
 
 KEY = re.compile(r"[0-9a-f]{24}")
@@ -40,7 +39,8 @@ def save(result: Result, settings: Settings | None = None) -> Path:
     out = path(result.key, settings)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, json_safe(result.to_dict()), compact=True, allow_nan=False)
+        durable.sweep(out.parent)  # the temp file of a writer that died
+        durable.write_json(out, json_safe(result.to_dict()), compact=True, allow_nan=False)
     except OSError as exc:
         raise StoreError(f"The experiment's result was not stored: {why(exc, out.parent)}.") from None
     return out

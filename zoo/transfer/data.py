@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from zoo import archives, images, paths
+from zoo import archives, durable, images, paths
 from zoo.errors import InvalidDatasetError, InvalidImageError
 from zoo.settings import Settings, get_settings
 
@@ -151,12 +151,17 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
 
 
 @contextmanager
-def job_folder(settings: Settings | None = None) -> Iterator[Path]:
-    """A temporary folder for one job (an upload's extracted files), removed when the job ends."""
+def job_folder(settings: Settings | None = None, what: str = "Cannot start this job") -> Iterator[Path]:
+    """A temporary folder for one job (an upload's extracted files), removed when the job ends.
+
+    Raises:
+        StoreError: the store is full, read-only or not a folder: '`what`: why and what to do', one line.
+    """
     settings = settings or get_settings()
     parent = paths.jobs(settings)
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
+    with durable.storing(what, settings.weights_dir):
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
     try:
         yield folder
     finally:

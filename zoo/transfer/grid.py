@@ -13,7 +13,7 @@ import torch
 from zoo import registry
 from zoo.errors import Cancelled, InvalidArgumentError
 from zoo.settings import Settings
-from zoo.transfer import data, heads, lab
+from zoo.transfer import data, heads, lab, runs
 from zoo.transfer.data import Dataset
 from zoo.transfer.fit import FitConfig, Report
 
@@ -58,7 +58,10 @@ def train(source: str | Path, tags: Sequence[str], strategies: Sequence[str], co
         OutOfMemoryError.
     """
     tags, strategies = check(tags, strategies)
-    with data.job_folder(settings) as job:  # an upload's extracted files live as long as the grid
+    for tag in tags:  # a full or read-only store refuses before any upload is unpacked
+        runs.check_space(tag, settings)
+    # an upload's extracted files live as long as the grid
+    with data.job_folder(settings, f"Cannot unpack {Path(str(source)).name}") as job:
         dataset = data.load(source, job, val_fraction=val_fraction, seed=seed, settings=settings)
         if on_dataset:
             on_dataset(dataset)

@@ -7,6 +7,7 @@ front ends use); `get`/`list_runs` give the JSON record exactly as stored (what 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -94,11 +95,15 @@ def check_space(tag: str, settings: Settings | None = None) -> None:
     """Refuse to start training when the run's model could not be saved afterwards.
 
     Raises:
-        StoreError: less free space where runs are stored than the model needs (with a margin).
+        StoreError: where runs are stored is read-only, not permitted or not a folder, or has less free space
+            than the model needs (with a margin).
     """
     base = (settings or get_settings()).weights_dir
     need = registry.get(tag).params * 4 + MARGIN  # fp32 weights, plus the record and the head
     where = next((p for p in (root(settings), base, *base.parents) if p.exists()), base)
+    if not where.is_dir() or not os.access(where, os.W_OK):
+        raise StoreError(f"Not starting: the run could not be saved afterwards, because "
+                         f"{durable.why(OSError(errno.EROFS if where.is_dir() else errno.ENOTDIR, ''), where)}.")
     free = shutil.disk_usage(where).free
     if free < need:
         raise StoreError(f"Not starting: the run's model needs about {need / 1e6:.0f} MB but {where} has "

@@ -45,6 +45,13 @@ def explain_image(image: str | None, model: str) -> tuple[Any, list, str, Any]:
     return exp.overlay, gallery, note, gr.update(visible=True)
 
 
+def explain_after(image: str | None, model: str, status: str | None = None) -> tuple:
+    """`explain_image` once `classify` worked; after a failure its sentence stays alone in the status line."""
+    if status:
+        return tuple(gr.skip() for _ in range(5))
+    return explain_image(image, model)
+
+
 @feedback.to_status(1, file_arg=0)
 def preview(image: str | None) -> Any:
     """The upload as the zoo's own decoder reads it (the allow-list and limits first), or nothing."""
@@ -60,10 +67,11 @@ def model_card(model: str) -> str:
 
 
 @user_errors
-def model_choices() -> tuple[Any, Any]:
+def model_choices() -> tuple[Any, Any, Any]:
     """The pickers' models, each marked when its weights are not here: Classify's (ImageNet tags, then the
-    fine-tuned runs stored here) and Compare's."""
-    return gr.update(choices=transfer_tab.picker_choices()), gr.update(choices=views.model_choices())
+    fine-tuned runs stored here), Compare's and the transfer lab's."""
+    tags = views.model_choices()
+    return (gr.update(choices=transfer_tab.picker_choices()), gr.update(choices=tags), gr.update(choices=tags))
 
 
 def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list[list[str]],
@@ -95,6 +103,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list
     image.change(preview, image, [shown, status], api_name="preview", queue=False, api_visibility="private")
     run.click(classify, [image, model], [top5, timing, status], api_name="classify",
               concurrency_id="classify", concurrency_limit=settings.max_batch).success(
-        explain_image, [image, model], [cam, stages, cam_note, explain_row, status], api_name="explain", **heavy)
+        explain_after, [image, model, status], [cam, stages, cam_note, explain_row, status], api_name="explain",
+        **heavy)
     gr.on([demo.load, model.change], model_card, model, card, api_name="model_card", queue=False)
     return model

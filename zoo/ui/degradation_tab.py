@@ -16,6 +16,7 @@ from zoo.degradation import lab, report, results
 from zoo.degradation.data import DIGITS
 from zoo.degradation.experiment import Config, Result
 from zoo.errors import InvalidArgumentError
+from zoo.ui import feedback
 from zoo.ui.relay import relay
 from zoo.ui.wiring import user_errors
 
@@ -58,6 +59,7 @@ def _config(source: str, upload: str | None, depths: list[int] | None, shortcut:
                   size=int(size))
 
 
+@feedback.to_status(7, at=0, file_arg=1)
 def run_experiment(source: str, upload: str | None, depths: list[int] | None, shortcut: str, epochs: float,
                    size: float, retrain: bool) -> Iterator[tuple]:
     """Train (or recall) the experiment, streaming the training-error curves; the last update has everything."""
@@ -107,26 +109,26 @@ def stored_table() -> Any:
     return pd.DataFrame(rows, columns=["key", "created", "data", "depths", "shortcut", "epochs", "px", "device"])
 
 
+@feedback.to_status(7, at=0)
 def open_stored(key: str) -> tuple:
     """Show a stored experiment."""
     key = (key or "").strip()
     if not results.KEY.fullmatch(key):
-        raise gr.Error("Pick a stored experiment first: open Stored experiments and click its row.",
-                       print_exception=False)
+        raise InvalidArgumentError("Pick a stored experiment first: open Stored experiments and click its row.")
     found = results.get(key)
     if found is None:
-        raise gr.Error(f"No stored experiment {key!r}; pick one from the table.", print_exception=False)
+        raise InvalidArgumentError(f"No stored experiment {key!r}; pick one from the table.")
     return show(found)
 
 
+@feedback.to_status(2, at=1)
 def delete_stored(key: str) -> tuple[Any, str]:
     """Delete a stored experiment."""
     key = (key or "").strip()
     if not results.KEY.fullmatch(key):
-        raise gr.Error("Pick a stored experiment first: open Stored experiments and click its row.",
-                       print_exception=False)
+        raise InvalidArgumentError("Pick a stored experiment first: open Stored experiments and click its row.")
     if not results.delete(key):
-        raise gr.Error(f"No stored experiment {key!r}; pick one from the table.", print_exception=False)
+        raise InvalidArgumentError(f"No stored experiment {key!r}; pick one from the table.")
     return stored_table(), f"Deleted {key}."
 
 
@@ -178,13 +180,13 @@ def build_tab(demo: gr.Blocks) -> None:
     outputs = [status, curves, table, responses, grads, stored, chosen]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), source, upload, api_name="degradation_source",
                   api_visibility="private", queue=False)
-    event = go.click(accel.gpu(user_errors(run_experiment), duration=300),
+    event = go.click(accel.gpu(run_experiment, duration=300),
                      [source, upload, depths, shortcut, epochs, size, retrain], outputs,
                      api_name="degradation", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
     stop.click(lambda: "**Cancelled.** A run in progress stops at its next step and nothing from it is kept; "
                "press Train to start again.", None, status,
                cancels=[event], api_name="cancel_degradation", api_visibility="private", queue=False)
     stored.select(pick_stored, None, chosen, api_name="pick_degradation", api_visibility="private", queue=False)
-    show_btn.click(user_errors(open_stored), chosen, outputs, api_name="degradation_result")
-    remove.click(user_errors(delete_stored), chosen, [stored, removed], api_name="delete_degradation")
+    show_btn.click(open_stored, chosen, outputs, api_name="degradation_result")
+    remove.click(delete_stored, chosen, [stored, removed], api_name="delete_degradation")
     demo.load(user_errors(stored_table), None, stored, api_name="degradation_runs", queue=False)

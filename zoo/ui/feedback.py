@@ -8,6 +8,7 @@ names the file or model, never a server path, a CLI command or a Python tracebac
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -80,30 +81,51 @@ def shown(message: str) -> str:
     return f"⚠️ {message}"
 
 
-def to_status(outputs: int, *, file_arg: int | None = None, model_arg: int | None = None) -> Callable:
+def to_status(outputs: int, *, file_arg: int | None = None, model_arg: int | None = None,
+              at: int | None = None) -> Callable:
     """Wrap a handler with `outputs` outputs so it also returns a status line (last output): empty when it
-    worked; on failure `gr.skip()` for every other output and one sentence (see `sentence`).
+    worked; on failure `gr.skip()` for every other output and one sentence (see `sentence`). Streaming
+    (generator) handlers are wrapped alike: a failure is their last update.
 
     `file_arg` / `model_arg`: positions of the uploaded file and the model name among the handler's arguments,
-    so the sentence can name them.
+    so the sentence can name them. `at`: the status line is already the handler's own output at this position
+    (`outputs` counts it); it is left to the handler when it works and gets the sentence when it fails.
     """
 
     def wrap(fn: Callable) -> Callable:
+        def failed(args: tuple, exc: Exception) -> tuple:
+            if not isinstance(exc, ZooError):
+                log.exception("UI handler %s failed", fn.__name__)
+            file, model = _arg(args, file_arg), _arg(args, model_arg)
+            text = shown(sentence(exc, file=file if isinstance(file, str) else None,
+                                  model=model if isinstance(model, str) else None))
+            if at is None:
+                return (*(gr.skip() for _ in range(outputs)), text)
+            return tuple(text if i == at else gr.skip() for i in range(outputs))
+
+        def worked(result: Any) -> Any:
+            if at is not None:
+                return result
+            return (*(result if isinstance(result, tuple) else (result,)), "")
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def stream(*args, **kwargs):
+                try:
+                    for result in fn(*args, **kwargs):
+                        yield worked(result)
+                except Exception as exc:  # not GeneratorExit: a page that leaves still stops the stream
+                    yield failed(args, exc)
+
+            return stream
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
-                result = fn(*args, **kwargs)
+                return worked(fn(*args, **kwargs))
             except Exception as exc:
-                if not isinstance(exc, ZooError):
-                    log.exception("UI handler %s failed", fn.__name__)
-                file = _arg(args, file_arg)
-                model = _arg(args, model_arg)
-                text = sentence(
-                    exc, file=file if isinstance(file, str) else None, model=model if isinstance(model, str) else None
-                )
-                return (*(gr.skip() for _ in range(outputs)), shown(text))
-            result = result if isinstance(result, tuple) else (result,)
-            return (*result, "")
+                return failed(args, exc)
 
         return wrapper
 

@@ -42,7 +42,7 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
             with gr.Tab("Model zoo", id="zoo"):
                 zoo_tab.build_tab(demo)
             with gr.Tab("Transfer lab", id="transfer"):
-                transfer_tab.build_tab(demo, model)
+                lab_models = transfer_tab.build_tab(demo, model)
             with gr.Tab("API", id="api"):
                 api_doc = gr.Markdown(label="API guide", elem_id="api-doc")
 
@@ -54,7 +54,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
                     apidoc.render(demo.get_api_info(), rest_routes, base))
 
         demo.load(status, None, [banner, api_doc], api_name="status", queue=False)
-        demo.load(classify_tab.model_choices, None, [model, cmp_models], api_name="model_choices", queue=False)
+        demo.load(classify_tab.model_choices, None, [model, cmp_models, lab_models], api_name="model_choices",
+                  queue=False)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 

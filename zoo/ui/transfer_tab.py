@@ -128,9 +128,10 @@ def pick_run(evt: gr.SelectData) -> str:
     return str(evt.row_value[0])
 
 
-def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
+def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> gr.Dropdown:
     """The tab's components and events (call inside the Blocks, in a gr.Tab); `classify_model` is the Classify
-    tab's picker, refreshed when runs come and go."""
+    tab's picker, refreshed when runs come and go. Returns the lab's own model picker (its "not downloaded"
+    marks are refreshed on every page load, with the other pickers')."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column():
@@ -176,3 +177,4 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> None:
     remove.click(user_errors(delete_run), chosen, [stored, classify_model, removed], api_name="delete_run")
     demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)
     demo.load(quota.describe, None, removed, api_name="runs_quota", api_visibility="private", queue=False)  # disk use
+    return tags
