@@ -2,8 +2,8 @@
 
 Introspection (stages, shortcuts, params, GMACs) needs only shapes; building on the meta device
 skips allocating and initialising hundreds of MB of weights. Target: >= 2.5x faster for the deepest
-nets, where a learner waits for the table. (What is left of the meta path is mostly PyTorch's meta
-kernels for BatchNorm during the shape-propagating forward: ~1 ms for each of resnet152's 155 BNs.)
+nets, where a learner waits for the table. (PyTorch's meta kernel for BatchNorm costs ~1 ms a call, most of
+the shape-propagating forward; `zoo.macs` lets an identity stand in for each BatchNorm2d there.)
 """
 
 from __future__ import annotations
