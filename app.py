@@ -29,6 +29,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
         allowed_paths=[str(ui.EXAMPLES[0].parent)] if ui.EXAMPLES else None,
     )
     apierrors.install_generic(app.routes[-1].app)  # the UI's bare 404/405s in the one JSON shape too
+    ui.install_sessions(app.routes[-1].app, settings.max_sessions)  # bounded, and cheap for each new visitor
     return app
 
 

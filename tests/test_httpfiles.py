@@ -86,3 +86,22 @@ def test_precondition_evaluation_order():
     assert httpfiles.precondition(h({"if-none-match": "*"}), tag, 1000.0) == 304
     assert httpfiles.precondition(h({"if-modified-since": _date(999)}), tag, 1000.9) is None
     assert httpfiles.precondition(h({"if-modified-since": _date(1000)}), tag, 1000.9) == 304  # 1 s resolution
+
+
+def test_downloads_are_paced_only_while_classifications_run(client, monkeypatch):
+    from zoo import inference
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(httpfiles, "_pause", sleep)
+    url = f"/api/models/{TAG}/weights"
+    size = int(client.get(url).headers["content-length"])
+    assert waits == []  # an idle server sends at full speed
+    monkeypatch.setattr(inference, "busy", lambda: True)
+    body = client.get(url).content
+    assert hashlib.sha256(body).hexdigest() == weights.store().record(TAG).sha256
+    chunks = -(-size // httpfiles.CHUNK) - 1  # every chunk but the last, which waits for the digest
+    assert waits == [pytest.approx(httpfiles.CHUNK / 25e6)] * chunks  # ZOO_BUSY_DOWNLOAD_MBPS=25 by default

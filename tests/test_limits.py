@@ -206,6 +206,12 @@ def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
     own = os.environ["GRADIO_TEMP_DIR"]  # not the machine-wide /tmp/gradio that other Gradio processes share
     assert Path(own).name.startswith("resnet-zoo-uploads-") and Path(own).is_dir()
     assert gradio_app.uploaded_file_dir == own and own == blocks.GRADIO_CACHE
+    from zoo.ui import sessions
+
+    assert isinstance(gradio_app.state_holder, sessions.LazyStateHolder) and gradio_app.state_holder.capacity == 5
+    assert isinstance(blocks._queue.pending_messages_per_session, sessions.SessionQueues)
+    state = gradio_app.state_holder["a-visitor"]  # a new session builds no component configuration ...
+    assert state.config_values == {} and len(list(state.components)) > 50  # ... until something asks for it
 
 
 def test_a_bad_setting_stops_the_app_in_one_line():
@@ -213,3 +219,33 @@ def test_a_bad_setting_stops_the_app_in_one_line():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and out.stderr.strip() == "error: ZOO_SHUTDOWN_S='abc' is not a number.", out.stderr
+
+
+def test_gradio_keeps_a_bounded_number_of_idle_sessions_and_never_drops_one_in_flight():
+    from zoo.ui.sessions import SessionQueues
+
+    pending: dict[str, set[str]] = {"s0": {"event-0"}}  # s0 still waits for its answer
+    queues = SessionQueues(pending, 3)
+    for i in range(6):
+        pending.setdefault(f"s{i}", set())
+        queues[f"s{i}"] = f"queue {i}"
+    assert list(queues) == ["s0", "s4", "s5"]  # the oldest idle ones went, s0 stayed
+    assert set(pending) == {"s0", "s4", "s5"}  # and their id sets with them (Gradio never removes those)
+    queues["s4"] = "queue 4 again"  # a session seen again is the newest
+    pending["s0"].clear()
+    queues["s6"] = "queue 6"
+    assert list(queues) == ["s5", "s4", "s6"]  # s0 is idle now: the oldest goes
+
+
+def test_the_heap_is_trimmed_at_most_every_few_seconds(monkeypatch):
+    from zoo import residency
+
+    calls = []
+    monkeypatch.setattr(residency, "_malloc_trim", lambda: calls.append)
+    monkeypatch.setattr(residency, "_trimmed", [0.0])
+    residency.trim_now_and_then()
+    residency.trim_now_and_then()
+    assert calls == [0]
+    residency._trimmed[0] -= residency.TRIM_EVERY_S
+    residency.trim_now_and_then()
+    assert calls == [0, 0]

@@ -11,7 +11,6 @@ import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.conftest import LIVE_TAGS

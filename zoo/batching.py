@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zoo import backends
+from zoo import backends, residency
 
 
 @dataclass
@@ -82,6 +82,8 @@ class Slot:
                 self._busy = False
         if heir is not None:
             heir.future.set_result(_LEAD)
+        else:  # idle now: a moment to give freed heap pages back
+            residency.trim_now_and_then()
 
     def _run(self, taken: list[_Request]) -> None:
         runner = self.runner  # read once: a faster runner may be swapped in between batches

@@ -12,7 +12,9 @@ import email.utils
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
@@ -21,11 +23,24 @@ from starlette.datastructures import Headers
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
-from zoo import durable, integrity
+from zoo import durable, inference, integrity
 from zoo.apierrors import error
+from zoo.settings import get_settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # Starlette's 64 KiB default streams ~5x slower over loopback (PERF-NOTES)
+BULK_NICE = 10  # downloads read and hash at this CPU priority: classifications in flight come first
+
+
+def _bulk_priority() -> None:
+    with contextlib.suppress(OSError):  # Linux sets a nice value per thread; elsewhere it is just a thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+
+
+# whole-file downloads read and hash here: a few threads of low priority, so a busy mirror leaves the CPU to the
+# people waiting for a classification (downloads take what is left, and all of an idle machine)
+_BULK = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zoo-download", initializer=_bulk_priority)
+_pause = asyncio.sleep  # a download's pace while classifications run (its own name: tests count the pauses)
 
 
 class Servable(Protocol):
@@ -55,9 +70,10 @@ class WeightFileResponse(FileResponse):
 
     chunk_size = CHUNK
 
-    def __init__(self, *args, sha256: str, condemn: Callable[[str], None] | None = None, **kwargs):
+    def __init__(self, *args, sha256: str, condemn: Callable[[str], None] | None = None, busy_mbps: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.sha256, self.condemn = sha256, condemn
+        self.sha256, self.condemn, self.busy_mbps = sha256, condemn, busy_mbps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Headers(scope=scope)
@@ -95,15 +111,17 @@ class WeightFileResponse(FileResponse):
                 return chunk
 
             size, sent = os.fstat(f.fileno()).st_size, 0
-            following = loop.run_in_executor(None, step)
+            following = loop.run_in_executor(_BULK, step)
             while True:
                 chunk = await following
                 sent += len(chunk)
                 if not chunk or sent >= size:  # the last chunk waits for the digest
                     break
-                following = loop.run_in_executor(None, step)
+                following = loop.run_in_executor(_BULK, step)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if chunk and await loop.run_in_executor(None, step):  # the file grew: not the bytes of the ETag
+                if self.busy_mbps and inference.busy():  # people waiting for a classification come first
+                    await _pause(len(chunk) / (self.busy_mbps * 1e6))
+            if chunk and await loop.run_in_executor(_BULK, step):  # the file grew: not the bytes of the ETag
                 digest.update(b"grew")
         actual = digest.hexdigest()
         if actual != self.sha256:
@@ -191,7 +209,8 @@ def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | Non
         return Response(status_code=304, headers=common)
     return WeightFileResponse(stored.path, headers=common, media_type=media_type, filename=stored.filename,
                               stat_result=os.stat(stored.path), sha256=stored.sha256,
-                              condemn=lambda actual: _condemn(stored, actual))
+                              condemn=lambda actual: _condemn(stored, actual),
+                              busy_mbps=get_settings().busy_download_mbps)
 
 
 def _condemn(stored: Servable, actual: str) -> None:

@@ -159,8 +159,9 @@ class Engine:
                 del self._exports[key]
         self.cache.discard(name, dev)
 
-    def _busy(self) -> bool:
-        """Whether any request is running or queued (a background export waits meanwhile)."""
+    def busy(self) -> bool:
+        """Whether any request is running or queued (a background export waits meanwhile, and whole-file
+        downloads are paced: `zoo.httpfiles`)."""
         with self._lock:
             return any(s.busy for s in self._slots.values())
 
@@ -186,7 +187,7 @@ class Engine:
         def build() -> None:
             try:
                 backends.export_in_subprocess(entry.name, path, entry.eval_size, self.settings.weights_dir,
-                                              pause=self._busy, stop=slot.stop)
+                                              pause=self.busy, stop=slot.stop)
                 try:
                     fast = backends.OnnxRunner(path)
                 except Exception as exc:  # a damaged cache file: drop it so the next start exports afresh
@@ -344,6 +345,12 @@ def engine() -> Engine:
         if _engine is None:
             _engine = Engine()
         return _engine
+
+
+def busy() -> bool:
+    """Whether the process-wide engine (if any has been made) is running or queueing a classification."""
+    current = _engine
+    return current is not None and current.busy()
 
 
 def classify(sources, models_: Sequence[str] | str, *, top_k: int = 5, device=None) -> list[list[Prediction]]:

@@ -49,6 +49,7 @@ class Settings:
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
     max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
+    busy_download_mbps: float = 25.0  # ZOO_BUSY_DOWNLOAD_MBPS: a download's pace while classifications run (0: none)
     shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
     @classmethod
@@ -88,6 +89,7 @@ class Settings:
             runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
             upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
             max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),
+            busy_download_mbps=_float(env, "ZOO_BUSY_DOWNLOAD_MBPS", cls.busy_download_mbps, low=0.0, high=100000.0),
             shutdown_s=_float(env, "ZOO_SHUTDOWN_S", cls.shutdown_s, low=0.0, high=3600.0),
         )
 
