@@ -33,19 +33,32 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     return app
 
 
+UPLOADS_PREFIX = "resnet-zoo-uploads-"
+
+
 def _own_upload_folder() -> None:
     """Gradio keeps uploads in GRADIO_TEMP_DIR, by default one machine-wide `/tmp/gradio` that every Gradio
-    process shares (and empties on restart); this server gets a folder of its own, removed when it exits.
-    A GRADIO_TEMP_DIR set by the user is kept as it is."""
+    process shares (and empties on restart); this server gets a folder of its own, named by its pid. It is
+    removed at exit, and the folders of servers that died (or were stopped by a signal, which skips exit
+    handlers) are removed by the next server to start. A GRADIO_TEMP_DIR set by the user is kept as it is."""
     import atexit
     import os
     import shutil
     import tempfile
+    from pathlib import Path
 
-    if not os.environ.get("GRADIO_TEMP_DIR"):
-        folder = tempfile.mkdtemp(prefix="resnet-zoo-uploads-")
-        os.environ["GRADIO_TEMP_DIR"] = folder
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return
+    for old in Path(tempfile.gettempdir()).glob(f"{UPLOADS_PREFIX}*-*"):
+        try:
+            os.kill(int(old.name.removeprefix(UPLOADS_PREFIX).split("-")[0]), 0)
+        except PermissionError:
+            continue  # another user's server, alive
+        except (ValueError, OSError):
+            shutil.rmtree(old, ignore_errors=True)  # its server is gone
+    folder = tempfile.mkdtemp(prefix=f"{UPLOADS_PREFIX}{os.getpid()}-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def serve(settings: zoo.Settings | None = None) -> None:
@@ -64,7 +77,7 @@ def serve(settings: zoo.Settings | None = None) -> None:
 
 
 def main() -> int:
-    """`python app.py`: serve, or say in one line why it cannot start (a bad setting, a port in use)."""
+    """`python app.py`: serve, or say in one line why a setting stops it (uvicorn reports a port in use)."""
     import sys
 
     try:

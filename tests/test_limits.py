@@ -198,13 +198,13 @@ def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
     from app import build_app
 
     _env(monkeypatch, ZOO_UPLOAD_TTL_S=30, ZOO_MAX_SESSIONS=5)
-    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # unset for build_app, and restored after the test
     gradio_app = build_app().routes[-1].app
     blocks = gradio_app.get_blocks()
     assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s
     assert blocks.state_session_capacity == 5 and blocks.state_holder.capacity == 5
     own = os.environ["GRADIO_TEMP_DIR"]  # not the machine-wide /tmp/gradio that other Gradio processes share
-    assert Path(own).name.startswith("resnet-zoo-uploads-") and Path(own).is_dir()
+    assert Path(own).name.startswith(f"resnet-zoo-uploads-{os.getpid()}-") and Path(own).is_dir()
     assert gradio_app.uploaded_file_dir == own and own == blocks.GRADIO_CACHE
     from zoo.ui import sessions
 
@@ -221,31 +221,42 @@ def test_a_bad_setting_stops_the_app_in_one_line():
     assert out.returncode == 2 and out.stderr.strip() == "error: ZOO_SHUTDOWN_S='abc' is not a number.", out.stderr
 
 
-def test_gradio_keeps_a_bounded_number_of_idle_sessions_and_never_drops_one_in_flight():
+def test_gradio_keeps_a_bounded_number_of_sessions_and_never_drops_an_active_one():
+    from types import SimpleNamespace
+
     from zoo.ui.sessions import SessionQueues
 
-    pending: dict[str, set[str]] = {"s0": {"event-0"}}  # s0 still waits for its answer
-    queues = SessionQueues(pending, 3)
+    running = SimpleNamespace(session_hash="s0")
+    queue = SimpleNamespace(event_ids_to_events={"event-0": running}, pending_event_ids_session={})
+    queues = SessionQueues(queue, 3)
     for i in range(6):
-        pending.setdefault(f"s{i}", set())
+        queue.pending_event_ids_session[f"s{i}"] = {f"event-{i}"} if i in (0, 1) else set()
         queues[f"s{i}"] = f"queue {i}"
-    assert list(queues) == ["s0", "s4", "s5"]  # the oldest idle ones went, s0 stayed
-    assert set(pending) == {"s0", "s4", "s5"}  # and their id sets with them (Gradio never removes those)
-    queues["s4"] = "queue 4 again"  # a session seen again is the newest
-    pending["s0"].clear()
-    queues["s6"] = "queue 6"
-    assert list(queues) == ["s5", "s4", "s6"]  # s0 is idle now: the oldest goes
+    # s0 runs (kept); s1's answer was never collected (kept while idle ones can go); s2, s3 went first
+    assert list(queues) == ["s0", "s1", "s5"] and set(queue.pending_event_ids_session) == {"s0", "s1", "s5"}
+    queue.pending_event_ids_session["s5"] = {"event-5"}  # s5 calls again; its answer is not collected yet
+    queues["s5"] = "s5 again"  # a session seen again is the newest
+    queues["s6"] = "queue 6"  # nothing idle left: the oldest uncollected answer goes, never the running one
+    assert list(queues) == ["s0", "s5", "s6"]
+    del queue.event_ids_to_events["event-0"]  # s0's event ended and its answer was delivered
+    queue.pending_event_ids_session["s0"] = set()
+    queues["s7"] = "queue 7"
+    assert list(queues) == ["s5", "s6", "s7"]
 
 
-def test_the_heap_is_trimmed_at_most_every_few_seconds(monkeypatch):
+def test_the_heap_is_trimmed_off_the_request_path_at_most_every_few_seconds(monkeypatch):
+    import threading
+
     from zoo import residency
 
+    trimmed = threading.Event()
     calls = []
-    monkeypatch.setattr(residency, "_malloc_trim", lambda: calls.append)
-    monkeypatch.setattr(residency, "_trimmed", [0.0])
-    residency.trim_now_and_then()
-    residency.trim_now_and_then()
-    assert calls == [0]
-    residency._trimmed[0] -= residency.TRIM_EVERY_S
-    residency.trim_now_and_then()
-    assert calls == [0, 0]
+    monkeypatch.setattr(residency, "_malloc_trim", lambda: lambda pad: (calls.append(pad), trimmed.set()))
+    monkeypatch.setattr(residency, "_trimmer", [])
+    monkeypatch.setattr(residency, "_trim_wanted", threading.Event())
+    monkeypatch.setattr(residency, "TRIM_EVERY_S", 3600.0)
+    residency.trim_soon()
+    assert trimmed.wait(10) and calls == [0]
+    residency.trim_soon()  # within TRIM_EVERY_S: it waits for the next round
+    residency.trim_soon()
+    assert calls == [0] and residency._trim_wanted.is_set() and residency._trimmer[0].name == "zoo-malloc-trim"

@@ -194,7 +194,7 @@ def test_training_refuses_to_start_without_room_for_its_model(monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(StoreError, match="Not starting: the run's model needs about"):
+    with pytest.raises(StoreError, match="Not starting: the runs' models need about"):
         runs.check_space(TAG)
 
 

@@ -83,7 +83,7 @@ class Slot:
         if heir is not None:
             heir.future.set_result(_LEAD)
         else:  # idle now: a moment to give freed heap pages back
-            residency.trim_now_and_then()
+            residency.trim_soon()
 
     def _run(self, taken: list[_Request]) -> None:
         runner = self.runner  # read once: a faster runner may be swapped in between batches

@@ -200,6 +200,9 @@ def sweep(folder: Path) -> list[str]:
         except OSError:
             os.close(fd)
             continue  # its writer is alive
+        if _maybe_unlocked_yet(name, path):
+            os.close(fd)
+            continue
         try:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
             gone.append(name)
@@ -208,6 +211,22 @@ def sweep(folder: Path) -> list[str]:
         finally:
             os.close(fd)
     return gone
+
+
+def _maybe_unlocked_yet(name: str, path: Path) -> bool:
+    """A temp file is created, then locked: for that instant a live writer's file is unlocked. One whose
+    writer (the pid in its name) is alive and that is only seconds old is left alone."""
+    try:
+        pid = int(name.split(".")[-2])
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # alive, another user's
+    except (ValueError, IndexError, OSError):
+        return False  # no pid in the name, or its writer is dead
+    try:
+        return time.time() - os.stat(path).st_mtime < 10
+    except OSError:
+        return False
 
 
 def move_aside(src: Path, aside: Path, note: str) -> None:

@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,9 @@ BULK_NICE = 10  # downloads read and hash at this CPU priority: classifications 
 
 
 def _bulk_priority() -> None:
-    with contextlib.suppress(OSError):  # Linux sets a nice value per thread; elsewhere it is just a thread
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+    if sys.platform.startswith("linux"):  # Linux sets a nice value per thread (elsewhere it would be a process)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
 
 
 # whole-file downloads read and hash here: a few threads of low priority, so a busy mirror leaves the CPU to the

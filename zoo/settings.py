@@ -64,6 +64,9 @@ class Settings:
         if device not in DEVICES:
             raise ConfigError(f"ZOO_DEVICE={device!r} is not one of {', '.join(DEVICES)}.")
         cpu_backend = env.get("ZOO_CPU_BACKEND", cls.cpu_backend).strip().lower()
+        busy_mbps = _float(env, "ZOO_BUSY_DOWNLOAD_MBPS", cls.busy_download_mbps, low=0.0, high=100000.0)
+        if 0 < busy_mbps < 1:
+            raise ConfigError(f"ZOO_BUSY_DOWNLOAD_MBPS={busy_mbps} must be 0 (never paced) or at least 1.")
         if cpu_backend not in CPU_BACKENDS:
             raise ConfigError(f"ZOO_CPU_BACKEND={cpu_backend!r} is not one of {', '.join(CPU_BACKENDS)}.")
         on_space = bool(env.get("SPACE_ID"))  # Hugging Face Spaces route traffic to 0.0.0.0:7860
@@ -89,7 +92,7 @@ class Settings:
             runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
             upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
             max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),
-            busy_download_mbps=_float(env, "ZOO_BUSY_DOWNLOAD_MBPS", cls.busy_download_mbps, low=0.0, high=100000.0),
+            busy_download_mbps=busy_mbps,
             shutdown_s=_float(env, "ZOO_SHUTDOWN_S", cls.shutdown_s, low=0.0, high=3600.0),
         )
 

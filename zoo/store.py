@@ -259,7 +259,7 @@ class Store:
 
     def _quarantine(self, path: Path, name: str, expected: str, actual: str) -> str:
         """Move a file whose bytes are not its hash aside, with a note beside it; says where (or why it could not)."""
-        aside = self.root / QUARANTINE / f"{name}-{int(time.time())}-{path.name[:12]}.safetensors"
+        aside = self.root / QUARANTINE / f"{name}-{time.time_ns()}-{path.name[:12]}.safetensors"
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         note = (
             f"{aside.name} was moved here from the ResNet Zoo store on {when}: it was the stored file of {name}, "

@@ -66,6 +66,8 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
     Raises:
         UnknownModelError: not a registry name.
         WeightsUnavailableError: not local and the Hub cannot provide it now; says how to get it.
+        WeightsCorruptError: the stored file changed on disk (it was moved aside) and the Hub cannot provide it
+            again now; says both, and how to get it.
         WeightsIntegrityError: the Hub's bytes do not match the hash it reports (nothing is stored).
     """
     settings = settings or get_settings()
@@ -93,7 +95,9 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
             path = hub.download(remote, settings, progress)
         except WeightsUnavailableError as exc:
             if corrupt is not None:  # say first what happened to the file this store had
-                raise WeightsCorruptError(f"{corrupt} Fetching them again failed: {exc}.") from None
+                said = str(corrupt).removesuffix(" Fetch or import them again.")
+                raise WeightsCorruptError(f"{said} Fetching them again failed: {exc}. {how_to_get(entry.name)}") \
+                    from None
             raise WeightsUnavailableError(
                 f"Weights for {entry.name} are not in the local store ({st.root}) and {exc}. {how_to_get(entry.name)}"
             ) from None

@@ -58,10 +58,9 @@ def train(source: str | Path, tags: Sequence[str], strategies: Sequence[str], co
         OutOfMemoryError.
     """
     tags, strategies = check(tags, strategies)
-    for tag in tags:  # a full or read-only store refuses before any upload is unpacked
-        runs.check_space(tag, settings)
-    # an upload's extracted files live as long as the grid
-    with data.job_folder(settings, f"Cannot unpack {Path(str(source)).name}") as job:
+    runs.check_space(tags, settings, each=len(strategies))  # a full or read-only store refuses before unpacking
+    what = "Cannot start training" if str(source) == data.DIGITS else f"Cannot unpack {Path(str(source)).name}"
+    with data.job_folder(settings, what) as job:  # an upload's extracted files live as long as the grid
         dataset = data.load(source, job, val_fraction=val_fraction, seed=seed, settings=settings)
         if on_dataset:
             on_dataset(dataset)

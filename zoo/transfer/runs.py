@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,22 +91,23 @@ class Run:
         )  # fmt: skip
 
 
-def check_space(tag: str, settings: Settings | None = None) -> None:
-    """Refuse to start training when the run's model could not be saved afterwards.
+def check_space(tags: str | Sequence[str], settings: Settings | None = None, *, each: int = 1) -> None:
+    """Refuse to start training when the runs' models (`each` per tag) could not be saved afterwards.
 
     Raises:
         StoreError: where runs are stored is read-only, not permitted or not a folder, or has less free space
             than the model needs (with a margin).
     """
     base = (settings or get_settings()).weights_dir
-    need = registry.get(tag).params * 4 + MARGIN  # fp32 weights, plus the record and the head
+    tags = [tags] if isinstance(tags, str) else list(tags)
+    need = each * sum(registry.get(t).params * 4 + MARGIN for t in tags)  # fp32 weights, the record, the head
     where = next((p for p in (root(settings), base, *base.parents) if p.exists()), base)
     if not where.is_dir() or not os.access(where, os.W_OK):
         raise StoreError(f"Not starting: the run could not be saved afterwards, because "
                          f"{durable.why(OSError(errno.EROFS if where.is_dir() else errno.ENOTDIR, ''), where)}.")
     free = shutil.disk_usage(where).free
     if free < need:
-        raise StoreError(f"Not starting: the run's model needs about {need / 1e6:.0f} MB but {where} has "
+        raise StoreError(f"Not starting: the runs' models need about {need / 1e6:.0f} MB but {where} has "
                          f"{free / 1e6:.0f} MB free; free some space (`python -m zoo runs --rm RUN` deletes old runs).")
 
 

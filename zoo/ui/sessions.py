@@ -3,12 +3,13 @@
 Every browser tab (and every API client without a session of its own) is a session. Gradio's queue keeps a
 message queue per session in an LRU of 2,000 (about 30 KB each, so up to about 60 MB that is never given
 back) and a set of event ids per session in a plain dict that only ever grows. Here both hold at most
-`max_sessions` idle sessions: the oldest idle one goes first, and a session with an event still in flight (a
-training stream, a queued classification) is never dropped, however many sessions come after it.
+`max_sessions` sessions besides those with an event queued or running (a training stream, a queued
+classification), which are never dropped, however many sessions come after them. Gradio's UI state
+(`StateHolder`, the components a session's events updated) keeps its own LRU of `max_sessions`.
 
 A new session's state also builds the configuration of every component on the page (for deep links, which
-this app has none of): about 20 ms of the server's event loop and 0.25 MB per session. Here it is built
-only if something asks for it.
+this app has none of): about 20 ms of the server's event loop per session. Here it is built only if
+something asks for it.
 """
 
 from __future__ import annotations
@@ -24,24 +25,35 @@ from gradio.utils import LRUCache
 
 
 class SessionQueues(LRUCache):
-    """`Queue.pending_messages_per_session` that evicts only sessions with no event pending."""
+    """`Queue.pending_messages_per_session` holding at most `max_size` sessions besides the active ones.
 
-    def __init__(self, pending_ids: dict[str, set[str]], max_size: int, items: Any = ()):
+    Past the cap, sessions go oldest first: first those with nothing left to deliver, then those whose
+    finished answers were never collected (an API call nobody read back). A session with an event queued or
+    running (`Queue.event_ids_to_events`) is never dropped; there are at most ZOO_QUEUE_SIZE of those."""
+
+    def __init__(self, queue: Any, max_size: int, items: Any = ()):
         super().__init__(max_size)
-        self.pending_ids = pending_ids
+        self.events: dict[str, Any] = queue.event_ids_to_events
+        self.pending_ids: dict[str, set[str]] = queue.pending_event_ids_session
         for key, value in dict(items).items():
             OrderedDict.__setitem__(self, key, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in self:
             self.move_to_end(key)
-        else:
-            excess = len(self) + 1 - self.max_size
-            idle = [k for k in self if not self.pending_ids.get(k)][: max(0, excess)]
-            for old in idle:  # oldest first; a session still waiting for an answer stays
-                OrderedDict.__delitem__(self, old)
-                self.pending_ids.pop(old, None)
+        elif len(self) >= self.max_size:
+            self._drop(len(self) + 1 - self.max_size)
         OrderedDict.__setitem__(self, key, value)
+
+    def _drop(self, excess: int) -> None:
+        active = {event.session_hash for event in list(self.events.values())}
+        for undelivered_too in (False, True):
+            for old in [k for k in self if k not in active and (undelivered_too or not self.pending_ids.get(k))]:
+                if excess <= 0:
+                    return
+                OrderedDict.__delitem__(self, old)
+                self.pending_ids.pop(old, None)  # Gradio never removes these itself
+                excess -= 1
 
 
 class LazySessionState(SessionState):
@@ -81,6 +93,7 @@ def install(gradio_app: Any, max_sessions: int) -> None:
             or not isinstance(getattr(queue, "pending_event_ids_session", None), dict) \
             or type(holder) is not StateHolder or blocks.state_holder is not holder:
         raise RuntimeError(f"Gradio {gr.__version__} keeps its sessions differently: zoo.ui.sessions needs updating")
-    queue.pending_messages_per_session = SessionQueues(queue.pending_event_ids_session, max_sessions,
-                                                       queue.pending_messages_per_session)
+    if not isinstance(getattr(queue, "event_ids_to_events", None), dict):
+        raise RuntimeError(f"Gradio {gr.__version__} keeps its events differently: zoo.ui.sessions needs updating")
+    queue.pending_messages_per_session = SessionQueues(queue, max_sessions, queue.pending_messages_per_session)
     holder.__class__ = LazyStateHolder
