@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -21,16 +24,29 @@ def main(argv: list[str]) -> int:
     targets = []
     for name in names:
         print(f"== {name}", flush=True)
+        scratch = _scratch(name)
         try:
             targets += importlib.import_module(f"bench.{name}").run()
         except Exception:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
             print(f"FAIL {name}: it stopped with the error above", flush=True)
             targets.append(Target(f"{name}_ran", 0.0, ">=", 1.0))
+        finally:  # weight stores of hundreds of MB: a benchmark leaves nothing in the temp folder
+            shutil.rmtree(scratch, ignore_errors=True)
     print()
     for t in targets:
         print(t.line())
     return 0 if all(t.passed for t in targets) else 1
+
+
+def _scratch(name: str) -> Path:
+    """A temp folder for one benchmark and every process it starts (TMPDIR), removed after it."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"zoo-{name}-", dir=_SYSTEM_TMP))
+    tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
+    return scratch
+
+
+_SYSTEM_TMP = tempfile.gettempdir()
 
 
 if __name__ == "__main__":
