@@ -49,12 +49,11 @@ def _own_upload_folder() -> None:
 
     if os.environ.get("GRADIO_TEMP_DIR"):
         return
+    from zoo import durable
+
     for old in Path(tempfile.gettempdir()).glob(f"{UPLOADS_PREFIX}*-*"):
-        try:
-            os.kill(int(old.name.removeprefix(UPLOADS_PREFIX).split("-")[0]), 0)
-        except PermissionError:
-            continue  # another user's server, alive
-        except (ValueError, OSError):
+        pid = old.name.removeprefix(UPLOADS_PREFIX).split("-")[0]
+        if not (pid.isdigit() and durable.alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)  # its server is gone
     folder = tempfile.mkdtemp(prefix=f"{UPLOADS_PREFIX}{os.getpid()}-")
     os.environ["GRADIO_TEMP_DIR"] = folder

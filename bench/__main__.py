@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
 def _scratch(name: str) -> Path:
     """A temp folder for one benchmark and every process it starts (TMPDIR), removed after it."""
     scratch = Path(tempfile.mkdtemp(prefix=f"zoo-{name}-", dir=_SYSTEM_TMP))
+    os.chmod(scratch, 0o755)  # nginx's workers (another user) must reach the files bench_api serves
     tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
     return scratch
 

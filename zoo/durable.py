@@ -213,16 +213,26 @@ def sweep(folder: Path) -> list[str]:
     return gone
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (this user's or another's)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def _maybe_unlocked_yet(name: str, path: Path) -> bool:
     """A temp file is created, then locked: for that instant a live writer's file is unlocked. One whose
     writer (the pid in its name) is alive and that is only seconds old is left alone."""
     try:
         pid = int(name.split(".")[-2])
-        os.kill(pid, 0)
-    except PermissionError:
-        pass  # alive, another user's
-    except (ValueError, IndexError, OSError):
-        return False  # no pid in the name, or its writer is dead
+    except (ValueError, IndexError):
+        return False  # no pid in the name
+    if not alive(pid):
+        return False
     try:
         return time.time() - os.stat(path).st_mtime < 10
     except OSError:
