@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import email.utils
 import hashlib
+import itertools
 import logging
 import os
-import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
@@ -30,18 +30,13 @@ from zoo.settings import get_settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # Starlette's 64 KiB default streams ~5x slower over loopback (PERF-NOTES)
-BULK_NICE = 10  # downloads read and hash at this CPU priority: classifications in flight come first
+AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the slowest step) never waits
 
 
-def _bulk_priority() -> None:
-    if sys.platform.startswith("linux"):  # Linux sets a nice value per thread (elsewhere it would be a process)
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
-
-
-# whole-file downloads read and hash here: a few threads of low priority, so a busy mirror leaves the CPU to the
-# people waiting for a classification (downloads take what is left, and all of an idle machine)
-_BULK = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zoo-download", initializer=_bulk_priority)
+# whole-file downloads read and hash in these lanes, one thread each; a download keeps to one lane, so its reads
+# (and its digest's updates) stay in order however far ahead they run
+_LANES = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"zoo-download-{i}") for i in range(4)]
+_lane = itertools.count()
 _pause = asyncio.sleep  # a download's pace while classifications run (its own name: tests count the pauses)
 
 
@@ -65,8 +60,8 @@ class WeightFileResponse(FileResponse):
     """Starlette's FileResponse (ranges, If-Range) with large chunks; a Range in a unit other than bytes, or
     one that does not parse, ignored (RFC 9110 §14.2) instead of a 400; no satisfiable range → our 416.
 
-    A whole-file body is hashed as it is sent (reading and hashing the next chunk in a thread while this one
-    is written) and its last chunk is sent only when the digest is `sha256`; otherwise the connection is
+    A whole-file body is hashed as it is sent (the next `AHEAD` chunks are read and hashed in a thread while
+    this one is written) and its last chunk is sent only when the digest is `sha256`; otherwise the connection is
     broken off short of Content-Length, so no client takes a corrupted body for a complete one, and
     `condemn` runs."""
 
@@ -113,17 +108,21 @@ class WeightFileResponse(FileResponse):
                 return chunk
 
             size, sent = os.fstat(f.fileno()).st_size, 0
-            following = loop.run_in_executor(_BULK, step)
-            while True:
-                chunk = await following
-                sent += len(chunk)
-                if not chunk or sent >= size:  # the last chunk waits for the digest
-                    break
-                following = loop.run_in_executor(_BULK, step)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if self.busy_mbps and inference.busy():  # people waiting for a classification come first
-                    await _pause(len(chunk) / (self.busy_mbps * 1e6))
-            if chunk and await loop.run_in_executor(_BULK, step):  # the file grew: not the bytes of the ETag
+            lane = _LANES[next(_lane) % len(_LANES)]
+            ahead = collections.deque(loop.run_in_executor(lane, step) for _ in range(AHEAD))
+            try:
+                while True:
+                    chunk = await ahead.popleft()
+                    sent += len(chunk)
+                    if not chunk or sent >= size:  # the last chunk waits for the digest
+                        break
+                    ahead.append(loop.run_in_executor(lane, step))
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if self.busy_mbps and inference.busy():  # people waiting for a classification come first
+                        await _pause(len(chunk) / (self.busy_mbps * 1e6))
+            finally:  # the reads already queued finish before the file closes
+                beyond = await asyncio.gather(*ahead, return_exceptions=True)
+            if chunk and any(beyond):  # the file grew: not the bytes of the ETag
                 digest.update(b"grew")
         actual = digest.hexdigest()
         if actual != self.sha256:
