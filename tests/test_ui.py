@@ -155,7 +155,7 @@ def client(live_zoo):
 def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_hub, tmp_path):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     expected = {"/classify", "/explain", "/model_card", "/compare", "/evaluate", "/architecture", "/catalog",
-                "/zoo_card", "/fetch", "/status", "/train", "/runs", "/delete_run", "/model_choices", "/degradation",
+                "/zoo_card", "/fetch", "/train", "/runs", "/delete_run", "/degradation",
                 "/degradation_result", "/delete_degradation", "/degradation_runs"}
     assert named == expected
     cat = handle_file(str(CAT))
@@ -169,6 +169,8 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     assert probs == pytest.approx([s.probability for s in direct.top], abs=1e-5)
     assert "ms** forward pass on cpu" in timing
 
+    explain = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/explain"]
+    assert [p["parameter_name"] for p in explain["parameters"]] == ["image", "model"]  # no status line to pass
     overlay, gallery, note, status = client.predict(cat, tag, api_name="/explain")  # the row: no output here
     size = registry.get(tag).eval_size
     assert Image.open(io.BytesIO(httpx.get(overlay["url"], timeout=10).content)).size == (size, size)
@@ -213,7 +215,7 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     assert lab_choices["choices"] == compare_choices["choices"]
 
     # the transfer lab: train on the built-in digits, then use, inspect and delete the run
-    status, curves, grid, trade, confusion, per_class, stored, picker = client.predict(
+    status, curves, grid, trade, confusion, per_class, stored = client.predict(
         source=transfer_tab.DIGITS, tags=[tag], strategies=["linear"], epochs=2, size=32, api_name="/train")
     assert "10 classes, 1438 training and 359 validation images" in status and "Best:" in status
     assert [r[:2] for r in grid["data"]] == [[tag, "linear"]] and len(curves["value"]["data"]) == 2  # 2 epochs
@@ -221,14 +223,15 @@ def test_every_named_endpoint_answers_with_real_outputs(client, live_zoo, local_
     run_id = grid["data"][0][-1]
     assert stored["data"][0][0] == run_id and [row[0] for row in per_class["data"]] == [str(d) for d in range(10)]
     assert len(confusion["data"]) == 10 and sum(sum(row[1:]) for row in confusion["data"]) == 359
+    picker, _, _ = client.predict(api_name="/model_choices")  # what the page's pickers now offer
     assert any(value == run_id for _, value in picker["choices"])
     label, timing, _ = client.predict(cat, run_id, api_name="/classify")
     assert {c["label"] for c in label["confidences"]} <= {str(d) for d in range(10)} and "fine-tuned" in timing
     assert "Fine-tuned from" in client.predict(run_id, api_name="/model_card")
     assert client.predict(api_name="/runs")["data"][0][0] == run_id
-    _, _, removed = client.predict(run_id, api_name="/delete_run")
+    _, removed = client.predict(run_id, api_name="/delete_run")
     assert run_id in removed and client.predict(api_name="/runs")["data"] == []
-    assert "No stored run" in client.predict(run_id, api_name="/delete_run")[2]
+    assert "No stored run" in client.predict(run_id, api_name="/delete_run")[1]
 
     banner, guide = client.predict(api_name="/status")
     assert "resnet50.a1_in1k" in banner and "python -m zoo" not in banner

@@ -53,6 +53,8 @@ def test_bad_image_files_are_named_in_one_sentence(tmp_path, data, expected):
         images.decode(str(path))
     text = feedback.sentence(info.value, file=str(path))
     assert text.startswith("holiday.jpg: ") and expected in text and str(tmp_path) not in text
+    named = feedback.sentence(InvalidImageError(f"{path}: {info.value}"), file=str(path))  # as classify words it
+    assert named == text and named.count("holiday.jpg") == 1
 
 
 def test_to_status_returns_the_outputs_and_an_empty_status_or_skips_and_the_sentence():

@@ -98,11 +98,13 @@ def test_first_view_is_usable_and_every_tab_is_in_reach(live_zoo, page, size):  
     page.screenshot(path=str(SHOTS / f"first-view-{size}.png"))  # what fits the screen, before scrolling
     for selector in ("#classify-image", "#classify-model", "#classify-run"):
         assert _in_view(page, selector), f"{selector} is not in the first view at {size}"
-    examples = page.get_by_text("chelsea.jpg").first
+    examples = page.locator("#classify-examples img").first  # thumbnails of the example photos
     examples.wait_for()
     assert examples.bounding_box()["y"] + 20 < SIZES[size]["height"], "the examples are below the first view"
     assert not page.locator("#explain-row").is_visible()  # no large empty Grad-CAM box before a result
-    assert not page.locator("#classify-preview").is_visible()
+    box = page.locator("#classify-image")  # drop, click, paste or webcam: all offered in the image box
+    for source in ("Upload file", "Paste from clipboard", "Capture from camera"):
+        assert box.get_by_role("button", name=source, exact=True).count() == 1, f"no {source!r} in the image box"
     for tab in TABS:  # no tab hides behind an unlabelled "..."
         assert page.get_by_role("tab", name=tab).is_visible(), f"tab {tab} is hidden at {size}"
     _no_bare_errors(page)
@@ -132,7 +134,7 @@ def test_bad_uploads_are_refused_by_the_zoos_decoder_with_one_sentence(live_zoo,
         _no_bare_errors(page)
     _shot(page, f"classify-bad-upload-{size}")
     _upload(page, "classify-image", REPO_ROOT / "examples" / "chelsea.jpg")
-    page.locator("#classify-preview img").wait_for()  # the preview, decoded by the zoo
+    page.locator("#classify-image img").wait_for()  # the browser's preview
     page.wait_for_function("() => !document.querySelector('#classify-status').innerText.trim()")
 
 

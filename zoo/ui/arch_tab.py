@@ -46,4 +46,7 @@ def build_tab(demo: gr.Blocks) -> None:
         groups = gr.Markdown(label="Cardinality")
 
     gr.on([demo.load, archs.change, resolution.release, plain.change], architecture_view, [archs, resolution, plain],
-          [stage_table, drawings, shortcuts, groups, arch_status], api_name="architecture", queue=False)
+          [stage_table, drawings, shortcuts, groups, arch_status], api_name="architecture",
+          # queued, so answers arrive in the order of the clicks (unqueued, a slower earlier answer could land last
+          # and leave a stale drawing); a burst of ticks runs the latest only
+          trigger_mode="always_last", show_progress="minimal")

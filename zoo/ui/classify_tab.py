@@ -1,8 +1,8 @@
 """The Classify tab: one image through one model (an ImageNet tag or a fine-tuned run), its Grad-CAM and stage
 maps, and the model's card. Wiring only: every handler calls a service.
 
-Uploads are files (`gr.File`), not `gr.Image`: Gradio never opens them with Pillow, so the zoo's own decoder
-(its allow-list and size limits first) is the only one that reads them; the preview is what it decoded."""
+The image box is `upload.ImageUpload`: drop, paste or webcam in the browser, and Gradio never opens the file, so
+the zoo's own decoder (its allow-list and size limits first) is the only one that reads it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import gradio as gr
 
 from zoo import accel, explain, images, inference, registry, resolver
 from zoo.settings import Settings
-from zoo.ui import feedback, transfer_tab, views
+from zoo.ui import feedback, transfer_tab, upload, views
 from zoo.ui.wiring import image as _image
 from zoo.ui.wiring import ready, user_errors
 
@@ -52,14 +52,6 @@ def explain_after(image: str | None, model: str, status: str | None = None) -> t
     return explain_image(image, model)
 
 
-@feedback.to_status(1, file_arg=0)
-def preview(image: str | None) -> Any:
-    """The upload as the zoo's own decoder reads it (the allow-list and limits first), or nothing."""
-    if not image:
-        return gr.update(value=None, visible=False)
-    return gr.update(value=images.decode(image), visible=True)
-
-
 @user_errors
 def model_card(model: str) -> str:
     """A tag's card (size, cost, published accuracy, license, preprocessing, its weights), or a run's."""
@@ -79,9 +71,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list
     """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the model picker."""
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.File(type="filepath", label="Image", height=120, elem_id="classify-image")
-            shown = gr.Image(label="As the model reads it", interactive=False, visible=False, height=240,
-                             elem_id="classify-preview", buttons=[])
+            image = upload.image_box(label="Image", height=220, elem_id="classify-image")
             model = gr.Dropdown(choices, value=registry.get("resnet50").name, label="Model", allow_custom_value=True,
                                 elem_id="classify-model",
                                 info="★ each architecture's default tag, % its published ImageNet top-1; "
@@ -89,7 +79,8 @@ def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
             status = feedback.status_line("classify-status")
             gr.Examples(examples, [image], label=f"Examples (CC0 and public domain). {UPLOAD_HINT}",
-                        cache_examples=False, api_name="classify_example", examples_per_page=8)
+                        cache_examples=False, api_name="classify_example", examples_per_page=8,
+                        elem_id="classify-examples")
         with gr.Column():
             top5 = gr.Label(num_top_classes=5, label="Top-5", elem_id="classify-top5")
             timing = gr.Markdown(label="Latency")
@@ -100,10 +91,13 @@ def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list
             cam_note = gr.Markdown(label="What Grad-CAM shows")
             stages = gr.Gallery(label="Strongest channels of each stage", columns=2, height="auto")
 
-    image.change(preview, image, [shown, status], api_name="preview", queue=False, api_visibility="private")
+    image.change(upload.check, image, status, api_name="check_image", queue=False, api_visibility="private")
+    explained = [cam, stages, cam_note, explain_row, status]
     run.click(classify, [image, model], [top5, timing, status], api_name="classify",
               concurrency_id="classify", concurrency_limit=settings.max_batch).success(
-        explain_after, [image, model, status], [cam, stages, cam_note, explain_row, status], api_name="explain",
-        **heavy)
+        explain_after, [image, model, status], explained, api_name="explain_after", api_visibility="private", **heavy)
+    # /explain for API clients: the image and the model only (the browser's step above also reads the status line,
+    # to stay quiet after a failed classification)
+    gr.Button(visible=False).click(explain_image, [image, model], explained, api_name="explain", **heavy)
     gr.on([demo.load, model.change], model_card, model, card, api_name="model_card", queue=False)
     return model

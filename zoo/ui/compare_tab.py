@@ -11,7 +11,7 @@ import pandas as pd
 
 from zoo import accel, compare, evaluate
 from zoo.errors import InvalidArgumentError
-from zoo.ui import feedback, views
+from zoo.ui import feedback, upload, views
 from zoo.ui.wiring import image as _image
 from zoo.ui.wiring import ready
 
@@ -45,8 +45,9 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
     """The tab's components and events (call inside the Blocks, in a gr.Tab); returns the models picker."""
     with gr.Row():
         with gr.Column(scale=1):
-            cmp_image = gr.File(type="filepath", label="Image", height=120, elem_id="compare-image")
-            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example", examples_per_page=8)
+            cmp_image = upload.image_box(label="Image", height=220, elem_id="compare-image")
+            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example", examples_per_page=8,
+                        elem_id="compare-examples")
         with gr.Column(scale=2):
             cmp_models = gr.Dropdown(choices, value=compare.default_tags(), multiselect=True, allow_custom_value=True,
                                      elem_id="compare-models", label="Models",
@@ -71,6 +72,8 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
         eval_table = gr.Dataframe(interactive=False, label="Accuracy here")
         eval_note = gr.Markdown(label="Dataset")
 
+    cmp_image.change(upload.check, cmp_image, cmp_status, api_name="check_compare_image", queue=False,
+                     api_visibility="private")
     cmp_run.click(compare_depths, [cmp_image, cmp_models], [cmp_table, cmp_agree, cost_plot, speed_plot, cmp_status],
                   api_name="compare", show_progress_on=[cmp_status], **heavy)
     eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note, cmp_status], api_name="evaluate",

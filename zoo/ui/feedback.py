@@ -55,8 +55,11 @@ def sentence(exc: BaseException, *, file: str | None = None, model: str | None =
     if isinstance(exc, WeightsUnavailableError):
         return weights_missing(_model_name(model))
     if isinstance(exc, InvalidImageError):
-        prefix = f"{Path(file).name}: " if file else ""
-        return prefix + scrub(str(exc))
+        text = scrub(str(exc))
+        if not file:
+            return text
+        name = Path(file).name  # named once, whether or not the message began with the file
+        return f"{name}: " + text.removeprefix(f"`{name}`: ").removeprefix(f"{name}: ")
     if isinstance(exc, ZooError):
         return scrub(str(exc))
     return f"Something went wrong on the server ({type(exc).__name__}); it is logged there. Please try again."

@@ -53,9 +53,10 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
             return (views.banner(compare.default_tags(), settings),
                     apidoc.render(demo.get_api_info(), rest_routes, base))
 
-        demo.load(status, None, [banner, api_doc], api_name="status", queue=False)
+        # the page's own housekeeping: callable, but not offered to API clients (they get component updates)
+        demo.load(status, None, [banner, api_doc], api_name="status", queue=False, api_visibility="undocumented")
         demo.load(classify_tab.model_choices, None, [model, cmp_models, lab_models], api_name="model_choices",
-                  queue=False)
+                  queue=False, api_visibility="undocumented")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 

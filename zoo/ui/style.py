@@ -10,7 +10,8 @@ CSS = """
 #compare-status { min-height: 2em; }
 @media (max-width: 640px) {
   #intro p, #banner { font-size: 0.85em; line-height: 1.35; }
-  #classify-model .info, #compare-models .info { display: none; }
+  #classify-model .info-text, #compare-models .info-text { display: none; }
+  #classify-image, #compare-image { height: 170px !important; }  /* the examples stay in the first view */
   #intro h1 { font-size: 1.4em; margin: 0.2em 0; }
 }
 """

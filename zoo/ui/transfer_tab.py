@@ -54,7 +54,7 @@ def train_lab(source: str = DIGITS, upload: str | None = None, tags: list[str] |
     except Exception as exc:  # shown in the status line; the charts and tables keep what they had
         if not isinstance(exc, ZooError):
             log.exception("training in the Transfer lab failed")
-        yield (feedback.shown(feedback.sentence(exc, file=upload)), *(gr.skip() for _ in range(7)))
+        yield (feedback.shown(feedback.sentence(exc, file=upload)), *(gr.skip() for _ in range(6)))
 
 
 def cancelled() -> str:
@@ -98,11 +98,11 @@ def _stream(source: str, upload: str | None, tags: list[str], strategies: list[s
 def _outputs(status: str, curves: list[dict], results: list[lab.Result], final: bool) -> tuple:
     table = transfer_views.grid(results)
     if not final or not results:
-        return status, _lines(curves), table, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return status, _lines(curves), table, gr.skip(), gr.skip(), gr.skip(), gr.skip()
     best = max(results, key=lambda r: r.scores.top1)
     done = f"{status}\n\nBest: **{best.tag} · {best.strategy}**, {100 * best.scores.top1:.1f}% validation top-1."
     return (done, _lines(curves), table, transfer_views.tradeoff(results), transfer_views.confusion(best),
-            transfer_views.per_class(best), transfer_views.stored(), gr.update(choices=picker_choices()))
+            transfer_views.per_class(best), transfer_views.stored())
 
 
 def picker_choices() -> list[tuple[str, str]]:
@@ -115,13 +115,18 @@ def stored_runs() -> Any:
     return transfer_views.stored()
 
 
-def delete_run(run_id: str) -> tuple[Any, Any, str]:
+def delete_run(run_id: str) -> tuple[Any, str]:
     """Delete a stored run (its model file and record)."""
     run_id = (run_id or "").strip()
     if not runs.RUN_ID.fullmatch(run_id) or not runs.delete(run_id):
-        return gr.skip(), gr.skip(), feedback.shown(f"No stored run {run_id!r}; pick one from the table.")
+        return gr.skip(), feedback.shown(f"No stored run {run_id!r}; pick one from the table.")
     inference.engine().forget(run_id)
-    return transfer_views.stored(), gr.update(choices=picker_choices()), f"Deleted {run_id}. {quota.describe()}"
+    return transfer_views.stored(), f"Deleted {run_id}. {quota.describe()}"
+
+
+def classify_picker() -> Any:
+    """The Classify tab's picker, refreshed after runs came or went (a browser-only step: API clients get data)."""
+    return gr.update(choices=picker_choices())
 
 
 def pick_run(evt: gr.SelectData) -> str:
@@ -168,13 +173,16 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> gr.Dropdown:
         removed = gr.Markdown(label="Deleted")
 
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
-                           [status, curves, grid_table, trade, confusion, per_class, stored, classify_model],
+                           [status, curves, grid_table, trade, confusion, per_class, stored],
                            api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
+    train_event.then(user_errors(classify_picker), None, classify_model, api_visibility="private", queue=False)
     stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training", api_visibility="private",
-               queue=False)
+               queue=False).then(user_errors(classify_picker), None, classify_model, api_visibility="private",
+                                 queue=False)  # runs finished before the cancel are kept: Classify offers them
     source.change(lambda s: gr.update(visible=s == UPLOAD), source, upload, queue=False, api_visibility="private")
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
-    remove.click(user_errors(delete_run), chosen, [stored, classify_model, removed], api_name="delete_run")
+    remove.click(user_errors(delete_run), chosen, [stored, removed], api_name="delete_run").then(
+        user_errors(classify_picker), None, classify_model, api_visibility="private", queue=False)
     demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)
     demo.load(quota.describe, None, removed, api_name="runs_quota", api_visibility="private", queue=False)  # disk use
     return tags
