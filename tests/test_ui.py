@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import LIVE_TAGS
 from zoo import accel, architecture, compare, inference, registry, ui, weights
-from zoo.errors import WeightsUnavailableError
+from zoo.errors import InvalidArgumentError, WeightsUnavailableError
 from zoo.settings import REPO_ROOT
 from zoo.ui import apidoc, arch_views, transfer_tab, views
 from zoo.ui.wiring import user_errors
@@ -79,6 +79,20 @@ def test_zoo_table_has_every_tag_and_filters_by_words():
     assert row["top-1"] == entry.top1 and row["IN-R top-1"] == entry.result("imagenet-r").top1
     assert row["local"] == "no"
     assert set(views.zoo_table("resnext ig1b")["family"]) == {"resnext"}
+
+
+def test_zoo_table_sorts_by_each_order_it_offers():
+    best = views.zoo_table(sort="published top-1, best first")["top-1"].tolist()
+    known = [v for v in best if v == v]  # NaN (no published result) sorts last
+    assert known == sorted(known, reverse=True) and len(known) > 50 and best[: len(known)] == known
+    assert views.zoo_table(sort="GMACs, cheapest first")["GMACs"].is_monotonic_increasing
+    assert views.zoo_table(sort="parameters, fewest first")["params (M)"].is_monotonic_increasing
+    per = views.zoo_table(sort="top-1 per GMAC, best first").dropna(subset=["top-1"])
+    ratio = (per["top-1"] / per["GMACs"]).tolist()
+    assert ratio == sorted(ratio, reverse=True)
+    assert views.zoo_table(sort=views.ZOO_SORT_DEFAULT)["model"].tolist() == views.zoo_table()["model"].tolist()
+    with pytest.raises(InvalidArgumentError, match="Sort by one of"):
+        views.zoo_table(sort="colour")
 
 
 def test_architecture_views_are_computed_from_the_real_models():

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import LIVE_TAGS
 from tests.test_ui_browser import SHOTS, page  # noqa: F401 (the chromium page fixture)
 from zoo.settings import REPO_ROOT
+from zoo.ui import views
 from zoo.ui.views import arch_title
 
 pytestmark = pytest.mark.slow
@@ -172,6 +173,13 @@ def test_zoo_typo_and_failed_fetch_leave_the_table_and_say_why(live_zoo, page, s
     _shot(page, f"zoo-failed-fetch-{size}")
     assert page.locator("#zoo-table").get_by_text("resnet34.tv_in1k").count() >= 1  # rows, not an error box
     _no_bare_errors(page)
+    best = views.zoo_table(sort="published top-1, best first")["model"].iloc[0]
+    page.locator("#zoo-sort input").click()  # one tap re-sorts the table (no header menu to find)
+    page.get_by_role("option", name="published top-1, best first").click()
+    cell = page.locator("#zoo-table").get_by_text(best.removesuffix(" ★")).filter(visible=True).first
+    cell.wait_for()
+    head = page.locator("#zoo-table thead").filter(visible=True).first.bounding_box()
+    assert cell.bounding_box()["y"] < head["y"] + head["height"] + 40, "the best top-1 is not the first row"
 
 
 @pytest.mark.parametrize("size", SIZES)

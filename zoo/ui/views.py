@@ -8,6 +8,7 @@ import pandas as pd
 
 from zoo import catalog, hub, images, registry, weights
 from zoo.compare import Comparison
+from zoo.errors import InvalidArgumentError
 from zoo.evaluate import Evaluation
 from zoo.inference import Prediction
 from zoo.registry import ModelEntry
@@ -176,11 +177,30 @@ def evaluation_note(ev: Evaluation) -> str:
     return text
 
 
-def zoo_table(query: str = "", settings: Settings | None = None) -> pd.DataFrame:
-    """Every tag matching `query` (words in name, family, license, pretraining data), one row each."""
+def _missing_last(value: float | None, sign: float = 1.0) -> tuple:
+    return (value is None, sign * (value or 0.0))
+
+
+# the Model zoo's orders (a picker above the table: one tap on a phone, where a header's sort menu is hard to hit)
+ZOO_SORTS: dict[str, object] = {
+    "family, then depth": _order,
+    "published top-1, best first": lambda e: (_missing_last(e.top1, -1.0), _order(e)),
+    "GMACs, cheapest first": lambda e: (e.gmacs_eval, _order(e)),
+    "parameters, fewest first": lambda e: (e.params, _order(e)),
+    "top-1 per GMAC, best first": lambda e: (_missing_last(e.top1 and e.top1 / max(e.gmacs_eval, 1e-9), -1.0),
+                                             _order(e)),
+}
+ZOO_SORT_DEFAULT = "family, then depth"
+
+
+def zoo_table(query: str = "", settings: Settings | None = None, sort: str = ZOO_SORT_DEFAULT) -> pd.DataFrame:
+    """Every tag matching `query` (words in name, family, license, pretraining data), one row each, in the order
+    `sort` names (a key of ZOO_SORTS)."""
     settings = settings or get_settings()
+    if sort not in ZOO_SORTS:
+        raise InvalidArgumentError(f"Sort by one of: {', '.join(ZOO_SORTS)} (not {sort!r}).")
     rows = []
-    for e in sorted(registry.list_models(text=query or None), key=_order):
+    for e in sorted(registry.list_models(text=query or None), key=ZOO_SORTS[sort]):
         rows.append([
             e.name + (" ★" if e.is_default else ""), e.family, e.depth, round(e.params / 1e6, 2),
             round(e.gmacs_eval, 2), e.eval_size, e.top1, e.top5,

@@ -14,9 +14,10 @@ from zoo.ui.wiring import download_bar, user_errors
 
 
 @user_errors
-def catalog() -> Any:
-    """Every registry tag with its published results, license and whether its weights are here."""
-    return views.zoo_table()
+def catalog(sort: str = views.ZOO_SORT_DEFAULT) -> Any:
+    """Every registry tag with its published results, license and whether its weights are here, in the order
+    `sort` names."""
+    return views.zoo_table(sort=sort or views.ZOO_SORT_DEFAULT)
 
 
 def pick_row(evt: gr.SelectData) -> str:
@@ -37,7 +38,8 @@ def zoo_card(model: str) -> str:
 
 
 @feedback.to_status(2, model_arg=0)
-def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
+def fetch_weights(model: str, sort: str = views.ZOO_SORT_DEFAULT, progress: gr.Progress = gr.Progress()
+                  ) -> tuple[str, Any]:
     """Download a tag's weights into the store (from the Hub, with a progress bar) and refresh the views; a
     failure leaves the table as it was and says why in the status line."""
     if not (model or "").strip():
@@ -45,7 +47,7 @@ def fetch_weights(model: str, progress: gr.Progress = gr.Progress()) -> tuple[st
     entry = registry.get(model.strip().removesuffix(" ★"))
     resolver.fetch(entry.name, progress=download_bar(progress, entry.name))
     gr.Info(f"{entry.name} is on this machine.")
-    return _card(entry.name), views.zoo_table()
+    return _card(entry.name), views.zoo_table(sort=sort or views.ZOO_SORT_DEFAULT)
 
 
 def build_tab(demo: gr.Blocks) -> None:
@@ -54,12 +56,14 @@ def build_tab(demo: gr.Blocks) -> None:
         picked = gr.Textbox(label="Model", placeholder="click a row, or type a tag", scale=3, elem_id="zoo-picked")
         fetch = gr.Button("Fetch weights", scale=1, elem_id="zoo-fetch")
     zoo_status = feedback.status_line("zoo-status")
+    sort = gr.Dropdown(list(views.ZOO_SORTS), value=views.ZOO_SORT_DEFAULT, label="Sort by", elem_id="zoo-sort")
     zoo_card_md = gr.Markdown(label="Model card")
     zoo_table = gr.Dataframe(interactive=False, show_search="search", max_height=520,
-                             label="Every tag: click a row for its card (click a header to sort)", elem_id="zoo-table")
+                             label="Every tag: click a row for its card", elem_id="zoo-table")
 
-    demo.load(catalog, None, zoo_table, api_name="catalog", queue=False)
+    gr.on([demo.load, sort.change], catalog, sort, zoo_table, api_name="catalog", trigger_mode="always_last",
+          show_progress="minimal")  # queued: answers land in the order of the picks
     zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
     picked.change(zoo_card, picked, [zoo_card_md, zoo_status], api_name="zoo_card", queue=False)
-    fetch.click(fetch_weights, picked, [zoo_card_md, zoo_table, zoo_status], api_name="fetch", concurrency_id="fetch",
-                concurrency_limit=2, show_progress_on=[zoo_status])
+    fetch.click(fetch_weights, [picked, sort], [zoo_card_md, zoo_table, zoo_status], api_name="fetch",
+                concurrency_id="fetch", concurrency_limit=2, show_progress_on=[zoo_status])
