@@ -105,3 +105,58 @@ def test_downloads_are_paced_only_while_classifications_run(client, monkeypatch)
     assert hashlib.sha256(body).hexdigest() == weights.store().record(TAG).sha256
     chunks = -(-size // httpfiles.CHUNK) - 1  # every chunk but the last, which waits for the digest
     assert waits == [pytest.approx(httpfiles.CHUNK / 25e6)] * chunks  # ZOO_BUSY_DOWNLOAD_MBPS=25 by default
+
+
+def _serve(path, sha256: str, leave_after: int | None = None) -> tuple[list[dict], list[str]]:
+    """Run a WeightFileResponse for `path` as an ASGI server would; the client leaves after `leave_after` body
+    messages. Returns the messages sent and the hashes condemned."""
+    import asyncio
+    import os
+
+    sent, condemned = [], []
+
+    async def go() -> None:
+        left = asyncio.Event()
+
+        async def receive() -> dict:
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if leave_after is not None and sum(m["type"] == "http.response.body" for m in sent) >= leave_after:
+                left.set()
+                await asyncio.sleep(0.05)  # the server hears of it, as over a socket
+
+        response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha256,
+                                                condemn=condemned.append)
+        await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+
+    asyncio.run(go())
+    return sent, condemned
+
+
+def test_a_client_that_leaves_stops_the_reading_and_condemns_nothing(tmp_path, monkeypatch):
+    """Before: a client gone after 3 MB still cost a read and hash of the whole file."""
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x01" * (20 * httpfiles.CHUNK + 7))
+    monkeypatch.setattr(httpfiles, "AHEAD", 2)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sent, condemned = _serve(path, sha, leave_after=3)
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert 3 <= len(bodies) <= 4 and all(m["more_body"] for m in bodies)  # stopped, never "complete"
+    assert condemned == [] and [0] * len(httpfiles._LANES) == httpfiles._LANE_LOAD  # its lane is free again
+    sent, condemned = _serve(path, sha)  # the same file to a client that stays: whole and complete
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert hashlib.sha256(body).hexdigest() == sha and sent[-1]["more_body"] is False and condemned == []
+
+
+@pytest.mark.parametrize("ahead", [1, 3])
+def test_a_file_that_grew_after_hashing_is_broken_off_and_condemned(tmp_path, monkeypatch, ahead):
+    path = tmp_path / "w.bin"
+    data = b"\x02" * (3 * httpfiles.CHUNK)
+    path.write_bytes(data + b"more")  # the record's hash is of `data`; the stat taken says 3 chunks
+    monkeypatch.setattr(httpfiles, "AHEAD", ahead)
+    monkeypatch.setattr(httpfiles.os, "fstat", lambda fd: type("S", (), {"st_size": len(data)})())
+    with pytest.raises(httpfiles.DigestMismatch):
+        _serve(path, hashlib.sha256(data).hexdigest())

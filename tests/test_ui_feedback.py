@@ -55,6 +55,9 @@ def test_bad_image_files_are_named_in_one_sentence(tmp_path, data, expected):
     assert text.startswith("holiday.jpg: ") and expected in text and str(tmp_path) not in text
     named = feedback.sentence(InvalidImageError(f"{path}: {info.value}"), file=str(path))  # as classify words it
     assert named == text and named.count("holiday.jpg") == 1
+    spaced = path.with_name("my holiday 2024.jpg")
+    named = feedback.sentence(InvalidImageError(f"{spaced}: {info.value}"), file=str(spaced))
+    assert named.startswith("my holiday 2024.jpg: ") and named.count("2024") == 1 and str(tmp_path) not in named
 
 
 def test_to_status_returns_the_outputs_and_an_empty_status_or_skips_and_the_sentence():

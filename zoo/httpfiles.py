@@ -11,7 +11,6 @@ import collections
 import contextlib
 import email.utils
 import hashlib
-import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -36,7 +35,21 @@ AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the s
 # whole-file downloads read and hash in these lanes, one thread each; a download keeps to one lane, so its reads
 # (and its digest's updates) stay in order however far ahead they run
 _LANES = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"zoo-download-{i}") for i in range(4)]
-_lane = itertools.count()
+_LANE_LOAD = [0] * len(_LANES)  # downloads in each lane now (touched on the event loop only)
+
+
+def _take_lane() -> int:
+    """The lane with the fewest downloads in it (one slow disk read holds up only its own lane's downloads)."""
+    lane = min(range(len(_LANES)), key=_LANE_LOAD.__getitem__)
+    _LANE_LOAD[lane] += 1
+    return lane
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (ASGI `http.disconnect`, or the server cannot tell any more)."""
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
 _pause = asyncio.sleep  # a download's pace while classifications run (its own name: tests count the pauses)
 
 
@@ -73,6 +86,7 @@ class WeightFileResponse(FileResponse):
         self.sha256, self.condemn, self.busy_mbps = sha256, condemn, busy_mbps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._receive = receive
         request = Headers(scope=scope)
         value = request.get("range")
         if value is not None and not _parses(value):
@@ -99,31 +113,43 @@ class WeightFileResponse(FileResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         loop = asyncio.get_running_loop()
         digest = hashlib.sha256()
-        with open(self.path, "rb", buffering=0) as f:
-            durable.fault("serve-opened")
+        gone = asyncio.create_task(_disconnect(self._receive))  # a client that leaves stops the reading too
+        lane = _take_lane()
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                durable.fault("serve-opened")
 
-            def step() -> bytes:
-                chunk = f.read(self.chunk_size)
-                digest.update(chunk)
-                return chunk
+                def step() -> bytes:
+                    chunk = f.read(self.chunk_size)
+                    digest.update(chunk)
+                    return chunk
 
-            size, sent = os.fstat(f.fileno()).st_size, 0
-            lane = _LANES[next(_lane) % len(_LANES)]
-            ahead = collections.deque(loop.run_in_executor(lane, step) for _ in range(AHEAD))
-            try:
-                while True:
-                    chunk = await ahead.popleft()
-                    sent += len(chunk)
-                    if not chunk or sent >= size:  # the last chunk waits for the digest
-                        break
-                    ahead.append(loop.run_in_executor(lane, step))
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    if self.busy_mbps and inference.busy():  # people waiting for a classification come first
-                        await _pause(len(chunk) / (self.busy_mbps * 1e6))
-            finally:  # the reads already queued finish before the file closes
-                beyond = await asyncio.gather(*ahead, return_exceptions=True)
-            if chunk and any(beyond):  # the file grew: not the bytes of the ETag
-                digest.update(b"grew")
+                size, sent = os.fstat(f.fileno()).st_size, 0
+                ahead = collections.deque(loop.run_in_executor(_LANES[lane], step) for _ in range(AHEAD))
+                try:
+                    while True:
+                        chunk = await ahead.popleft()
+                        sent += len(chunk)
+                        if not chunk or sent >= size:  # the last chunk waits for the digest
+                            break
+                        ahead.append(loop.run_in_executor(_LANES[lane], step))
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        if gone.done():
+                            return
+                        if self.busy_mbps and inference.busy():  # people waiting for a classification come first
+                            await _pause(len(chunk) / (self.busy_mbps * 1e6))
+                finally:  # the reads already queued finish before the file closes
+                    beyond = await asyncio.gather(*ahead, return_exceptions=True)
+                for extra in beyond:
+                    if isinstance(extra, BaseException):
+                        raise extra
+                if chunk and not beyond:
+                    beyond = [await loop.run_in_executor(_LANES[lane], step)]
+                if chunk and any(beyond):  # the file grew: not the bytes of the ETag
+                    digest.update(b"grew")
+        finally:
+            _LANE_LOAD[lane] -= 1
+            gone.cancel()
         actual = digest.hexdigest()
         if actual != self.sha256:
             log.error("%s: the bytes read hash to %s, not %s; connection broken off before the end", self.path,

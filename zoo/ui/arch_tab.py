@@ -45,8 +45,10 @@ def build_tab(demo: gr.Blocks) -> None:
         shortcuts = gr.Markdown(label="Shortcuts")
         groups = gr.Markdown(label="Cardinality")
 
-    gr.on([demo.load, archs.change, resolution.release, plain.change], architecture_view, [archs, resolution, plain],
-          [stage_table, drawings, shortcuts, groups, arch_status], api_name="architecture",
-          # queued, so answers arrive in the order of the clicks (unqueued, a slower earlier answer could land last
-          # and leave a stale drawing); a burst of ticks runs the latest only
-          trigger_mode="always_last", show_progress="minimal")
+    outputs = [stage_table, drawings, shortcuts, groups, arch_status]
+    demo.load(architecture_view, [archs, resolution, plain], outputs, api_name="architecture_on_load", queue=False,
+              api_visibility="private")
+    # a person's ticks are queued, so answers arrive in the order of the ticks (unqueued, a slower earlier answer
+    # could land last and leave a stale drawing); a burst of ticks runs the latest only; no limit across visitors
+    gr.on([archs.change, resolution.release, plain.change], architecture_view, [archs, resolution, plain], outputs,
+          api_name="architecture", trigger_mode="always_last", concurrency_limit=None, show_progress="minimal")

@@ -1,7 +1,7 @@
 """The Classify tab: one image through one model (an ImageNet tag or a fine-tuned run), its Grad-CAM and stage
 maps, and the model's card. Wiring only: every handler calls a service.
 
-The image box is `upload.ImageUpload`: drop, paste or webcam in the browser, and Gradio never opens the file, so
+The image box is `upload.image_box`: drop, paste or webcam in the browser, and Gradio never opens the file, so
 the zoo's own decoder (its allow-list and size limits first) is the only one that reads it."""
 
 from __future__ import annotations
@@ -78,9 +78,8 @@ def build_tab(demo: gr.Blocks, settings: Settings, choices: list, examples: list
                                      "\"not downloaded\": fetched from the Hub on first use.")
             run = gr.Button("Classify", variant="primary", elem_id="classify-run")
             status = feedback.status_line("classify-status")
-            gr.Examples(examples, [image], label=f"Examples (CC0 and public domain). {UPLOAD_HINT}",
-                        cache_examples=False, api_name="classify_example", examples_per_page=8,
-                        elem_id="classify-examples")
+            upload.examples(image, examples, label=f"Examples (CC0 and public domain). {UPLOAD_HINT}",
+                            elem_id="classify-examples", api_name="classify_example")
         with gr.Column():
             top5 = gr.Label(num_top_classes=5, label="Top-5", elem_id="classify-top5")
             timing = gr.Markdown(label="Latency")

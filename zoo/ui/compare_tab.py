@@ -46,8 +46,8 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
     with gr.Row():
         with gr.Column(scale=1):
             cmp_image = upload.image_box(label="Image", height=220, elem_id="compare-image")
-            gr.Examples(examples, [cmp_image], cache_examples=False, api_name="compare_example", examples_per_page=8,
-                        elem_id="compare-examples")
+            upload.examples(cmp_image, examples, label="Examples", elem_id="compare-examples",
+                            api_name="compare_example")
         with gr.Column(scale=2):
             cmp_models = gr.Dropdown(choices, value=compare.default_tags(), multiselect=True, allow_custom_value=True,
                                      elem_id="compare-models", label="Models",

@@ -55,10 +55,10 @@ def sentence(exc: BaseException, *, file: str | None = None, model: str | None =
     if isinstance(exc, WeightsUnavailableError):
         return weights_missing(_model_name(model))
     if isinstance(exc, InvalidImageError):
-        text = scrub(str(exc))
         if not file:
-            return text
-        name = Path(file).name  # named once, whether or not the message began with the file
+            return scrub(str(exc))
+        name = Path(file).name  # named once, whether or not the message began with the file (spaces and all)
+        text = scrub(str(exc).removeprefix(f"{file}: "))
         return f"{name}: " + text.removeprefix(f"`{name}`: ").removeprefix(f"{name}: ")
     if isinstance(exc, ZooError):
         return scrub(str(exc))

@@ -32,6 +32,18 @@ def _path_unread(payload: ImageData | None) -> str | None:
     return payload.path if payload is not None else None
 
 
+def examples(box: gr.Image, paths: list[list[str]], *, label: str, elem_id: str, api_name: str) -> gr.Dataset:
+    """Example photos under `box`: a click puts the photo's path in the box as a plain value.
+
+    Not `gr.Examples`: it loads an example with a component update, and Gradio answers an update by building a
+    fresh `gr.Image` for the session, which would bring back Gradio's own preprocessing (Pillow, every plugin)
+    for every later upload in that session."""
+    shown = gr.Dataset(components=[box], samples=paths, label=label, elem_id=elem_id, samples_per_page=8)
+    shown.click(lambda sample: sample[0], shown, box, api_name=api_name, api_visibility="private", queue=False,
+                show_progress="hidden")
+    return shown
+
+
 def check(image: str | None) -> str:
     """The status line right after an upload: empty when the zoo's decoder reads it, else the sentence why
     (before anyone presses a button)."""

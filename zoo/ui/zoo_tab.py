@@ -56,13 +56,15 @@ def build_tab(demo: gr.Blocks) -> None:
         picked = gr.Textbox(label="Model", placeholder="click a row, or type a tag", scale=3, elem_id="zoo-picked")
         fetch = gr.Button("Fetch weights", scale=1, elem_id="zoo-fetch")
     zoo_status = feedback.status_line("zoo-status")
-    sort = gr.Dropdown(list(views.ZOO_SORTS), value=views.ZOO_SORT_DEFAULT, label="Sort by", elem_id="zoo-sort")
+    sort = gr.Dropdown(list(views.ZOO_SORTS), value=views.ZOO_SORT_DEFAULT, label="Sort by", elem_id="zoo-sort",
+                       filterable=False)  # a tap opens the list, not a phone's keyboard
     zoo_card_md = gr.Markdown(label="Model card")
     zoo_table = gr.Dataframe(interactive=False, show_search="search", max_height=520,
                              label="Every tag: click a row for its card", elem_id="zoo-table")
 
-    gr.on([demo.load, sort.change], catalog, sort, zoo_table, api_name="catalog", trigger_mode="always_last",
-          show_progress="minimal")  # queued: answers land in the order of the picks
+    demo.load(catalog, sort, zoo_table, api_name="catalog_on_load", queue=False, api_visibility="private")
+    sort.change(catalog, sort, zoo_table, api_name="catalog", trigger_mode="always_last", concurrency_limit=None,
+                show_progress="minimal")  # queued: answers land in the order of the picks
     zoo_table.select(pick_row, None, picked, api_name="pick_row", api_visibility="private", queue=False)
     picked.change(zoo_card, picked, [zoo_card_md, zoo_status], api_name="zoo_card", queue=False)
     fetch.click(fetch_weights, [picked, sort], [zoo_card_md, zoo_table, zoo_status], api_name="fetch",
