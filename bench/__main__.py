@@ -21,10 +21,11 @@ def main(argv: list[str]) -> int:
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
     if argv:
         names = [n for n in names if any(a in n for a in argv)]
-    targets = []
+    targets, scratches = [], []
     for name in names:
         print(f"== {name}", flush=True)
         scratch = _scratch(name)
+        scratches.append(scratch)
         try:
             targets += importlib.import_module(f"bench.{name}").run()
         except Exception:  # one broken benchmark must not hide the others' figures
@@ -33,6 +34,8 @@ def main(argv: list[str]) -> int:
             targets.append(Target(f"{name}_ran", 0.0, ">=", 1.0))
         finally:  # weight stores of hundreds of MB: a benchmark leaves nothing in the temp folder
             shutil.rmtree(scratch, ignore_errors=True)
+    for scratch in scratches:  # again: a library may cache a benchmark's temp folder and make it anew later
+        shutil.rmtree(scratch, ignore_errors=True)  # (torch's inductor did, for bench_api's, in a later benchmark)
     print()
     for t in targets:
         print(t.line())
