@@ -224,3 +224,20 @@ def test_a_file_changed_on_disk_says_so_when_it_cannot_be_fetched_again(resnet18
         weights.resolve(TAG)
     with pytest.raises(WeightsUnavailableError, match="not in the local store"):  # the next call: it is gone
         weights.resolve(TAG)
+
+
+def test_tidying_leaves_the_stores_own_folders_even_empty_and_no_tag_takes_their_names(resnet18_file, tmp_path):
+    """Before: `tidy` took runs/ for an empty tag folder and removed it just after a training's save had made it
+    (CI: "Run … was not saved (nothing was kept): No such file or directory")."""
+    from zoo.errors import InvalidArgumentError
+
+    st = weights.store()
+    own = [st.root / name for name in ("runs", "degradation", "blobs")]
+    for folder in own:
+        folder.mkdir(exist_ok=True)
+    (st.root / "some-tag.v1").mkdir()  # an empty tag folder: a failed import's, say
+    st.tidy()
+    assert all(folder.is_dir() for folder in own) and not (st.root / "some-tag.v1").exists()
+    for name in ("runs", "degradation", "blobs"):  # (imports take registry tags; the store refuses these too)
+        with pytest.raises(InvalidArgumentError, match="weight store's own folders"):
+            st.folder(name)

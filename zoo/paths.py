@@ -26,6 +26,12 @@ RECORD_FILE = "record.json"
 BLOBS = "blobs"
 QUARANTINE = ".corrupt"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)?")  # a tag, as a folder name
+RESERVED = frozenset({BLOBS, "runs", "degradation"})  # folders of the store's own that a tag's name could look like
+
+
+def is_tag_folder(path: Path) -> bool:
+    """Whether `path` (directly under the weights folder) is a tag's folder, not one of the store's own."""
+    return path.name not in RESERVED and NAME.fullmatch(path.name) is not None and path.is_dir()
 
 
 def _root(settings: Settings | None) -> Path:

@@ -28,7 +28,7 @@ from filelock import FileLock
 from zoo import durable, integrity, storemigrate
 from zoo.checkpoint import HASH_CHUNK, sha256_file
 from zoo.errors import InvalidArgumentError, WeightsCorruptError, WeightsIntegrityError
-from zoo.paths import BLOBS, NAME, QUARANTINE, RECORD_FILE, WEIGHTS_FILE
+from zoo.paths import BLOBS, NAME, QUARANTINE, RECORD_FILE, RESERVED, WEIGHTS_FILE, is_tag_folder
 
 log = logging.getLogger(__name__)
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -75,6 +75,9 @@ class Store:
         """The folder of `name`, which must be a plain `arch.tag`-style name (never a path)."""
         if not NAME.fullmatch(name) or len(name) > 160:
             raise InvalidArgumentError(f"{name!r} is not a valid model name for the weight store.")
+        if name in RESERVED:
+            raise InvalidArgumentError(f"{name!r} is the name of one of the weight store's own folders; choose "
+                                       "another model name.")
         return self.root / name
 
     def blob(self, sha256: str) -> Path:
@@ -108,7 +111,7 @@ class Store:
     def records(self) -> list[Record]:
         if not self.root.is_dir():
             return []
-        recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if p.is_dir() and NAME.fullmatch(p.name))
+        recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if is_tag_folder(p))
         return [r for r in recs if r is not None]
 
     def state(self) -> tuple[str, str]:
@@ -204,8 +207,8 @@ class Store:
                     log.warning("%s", note)
                 durable.sweep(self.root / BLOBS)
                 durable.sweep(self.root / "runs")
-                for sub in self.root.iterdir():
-                    if sub.is_dir() and NAME.fullmatch(sub.name):
+                for sub in self.root.iterdir():  # never runs/ or the others: a writer may have just made one
+                    if is_tag_folder(sub):
                         durable.sweep(sub)
                         if not any(sub.iterdir()):
                             sub.rmdir()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from zoo import durable, integrity
 from zoo.checkpoint import sha256_file
-from zoo.paths import NAME, QUARANTINE, RECORD_FILE, WEIGHTS_FILE
+from zoo.paths import QUARANTINE, RECORD_FILE, WEIGHTS_FILE, is_tag_folder
 
 if TYPE_CHECKING:
     from zoo.store import Store
@@ -28,7 +28,7 @@ def migrate(store: Store) -> list[str]:
     """Migrate every folder of the first layout (the caller holds the store lock); notes on what was kept
     aside. Cheap when there is nothing to do: one look at each tag folder."""
     notes = []
-    for folder in sorted(p for p in store.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name)):
+    for folder in sorted(p for p in store.root.iterdir() if is_tag_folder(p)):
         for leftover in [p for p in folder.iterdir() if _leftover(p.name)]:
             leftover.unlink(missing_ok=True)
         legacy = folder / WEIGHTS_FILE
