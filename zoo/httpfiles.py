@@ -115,6 +115,7 @@ class WeightFileResponse(FileResponse):
         digest = hashlib.sha256()
         gone = asyncio.create_task(_disconnect(self._receive))  # a client that leaves stops the reading too
         lane = _take_lane()
+        executor = _LANES[lane]
         try:
             with open(self.path, "rb", buffering=0) as f:
                 durable.fault("serve-opened")
@@ -125,14 +126,14 @@ class WeightFileResponse(FileResponse):
                     return chunk
 
                 size, sent = os.fstat(f.fileno()).st_size, 0
-                ahead = collections.deque(loop.run_in_executor(_LANES[lane], step) for _ in range(AHEAD))
+                ahead = collections.deque(loop.run_in_executor(executor, step) for _ in range(AHEAD))
                 try:
                     while True:
                         chunk = await ahead.popleft()
                         sent += len(chunk)
                         if not chunk or sent >= size:  # the last chunk waits for the digest
                             break
-                        ahead.append(loop.run_in_executor(_LANES[lane], step))
+                        ahead.append(loop.run_in_executor(executor, step))
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         if gone.done():
                             return
@@ -143,10 +144,8 @@ class WeightFileResponse(FileResponse):
                 for extra in beyond:
                     if isinstance(extra, BaseException):
                         raise extra
-                if chunk and not beyond:
-                    beyond = [await loop.run_in_executor(_LANES[lane], step)]
-                if chunk and any(beyond):  # the file grew: not the bytes of the ETag
-                    digest.update(b"grew")
+                if chunk and (beyond[0] if beyond else await loop.run_in_executor(executor, step)):
+                    digest.update(b"grew")  # the file grew: not the bytes of the ETag
         finally:
             _LANE_LOAD[lane] -= 1
             gone.cancel()

@@ -175,14 +175,15 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> gr.Dropdown:
     train_event = go.click(accel.gpu(train_lab, duration=300), [source, upload, tags, strategies, epochs, size],
                            [status, curves, grid_table, trade, confusion, per_class, stored],
                            api_name="train", concurrency_id="heavy", concurrency_limit=1, show_progress_on=[status])
-    train_event.then(user_errors(classify_picker), None, classify_model, api_visibility="private", queue=False)
-    stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training", api_visibility="private",
-               queue=False).then(user_errors(classify_picker), None, classify_model, api_visibility="private",
-                                 queue=False)  # runs finished before the cancel are kept: Classify offers them
+    def refresh_picker(event: Any) -> None:  # after runs came or went (on Cancel too: finished runs are kept)
+        event.then(user_errors(classify_picker), None, classify_model, api_visibility="private", queue=False)
+
+    refresh_picker(train_event)
+    refresh_picker(stop.click(cancelled, None, status, cancels=[train_event], api_name="cancel_training",
+                              api_visibility="private", queue=False))
     source.change(lambda s: gr.update(visible=s == UPLOAD), source, upload, queue=False, api_visibility="private")
     stored.select(pick_run, None, chosen, api_name="pick_run", api_visibility="private", queue=False)
-    remove.click(user_errors(delete_run), chosen, [stored, removed], api_name="delete_run").then(
-        user_errors(classify_picker), None, classify_model, api_visibility="private", queue=False)
+    refresh_picker(remove.click(user_errors(delete_run), chosen, [stored, removed], api_name="delete_run"))
     demo.load(user_errors(stored_runs), None, stored, api_name="runs", queue=False)
     demo.load(quota.describe, None, removed, api_name="runs_quota", api_visibility="private", queue=False)  # disk use
     return tags

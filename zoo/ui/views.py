@@ -190,13 +190,13 @@ ZOO_SORTS: dict[str, object] = {
     "top-1 per GMAC, best first": lambda e: (_missing_last(e.top1 and e.top1 / max(e.gmacs_eval, 1e-9), -1.0),
                                              _order(e)),
 }
-ZOO_SORT_DEFAULT = "family, then depth"
+ZOO_SORT_DEFAULT = next(iter(ZOO_SORTS))
 
 
 def zoo_table(query: str = "", settings: Settings | None = None, sort: str = ZOO_SORT_DEFAULT) -> pd.DataFrame:
     """Every tag matching `query` (words in name, family, license, pretraining data), one row each, in the order
-    `sort` names (a key of ZOO_SORTS)."""
-    settings = settings or get_settings()
+    `sort` names (a key of ZOO_SORTS; empty: the default)."""
+    settings, sort = settings or get_settings(), sort or ZOO_SORT_DEFAULT
     if sort not in ZOO_SORTS:
         raise InvalidArgumentError(f"Sort by one of: {', '.join(ZOO_SORTS)} (not {sort!r}).")
     rows = []

@@ -17,7 +17,7 @@ from zoo.ui.wiring import download_bar, user_errors
 def catalog(sort: str = views.ZOO_SORT_DEFAULT) -> Any:
     """Every registry tag with its published results, license and whether its weights are here, in the order
     `sort` names."""
-    return views.zoo_table(sort=sort or views.ZOO_SORT_DEFAULT)
+    return views.zoo_table(sort=sort)
 
 
 def pick_row(evt: gr.SelectData) -> str:
@@ -47,7 +47,7 @@ def fetch_weights(model: str, sort: str = views.ZOO_SORT_DEFAULT, progress: gr.P
     entry = registry.get(model.strip().removesuffix(" ★"))
     resolver.fetch(entry.name, progress=download_bar(progress, entry.name))
     gr.Info(f"{entry.name} is on this machine.")
-    return _card(entry.name), views.zoo_table(sort=sort or views.ZOO_SORT_DEFAULT)
+    return _card(entry.name), views.zoo_table(sort=sort)
 
 
 def build_tab(demo: gr.Blocks) -> None:
