@@ -71,7 +71,9 @@ def serve(settings: zoo.Settings | None = None) -> None:
     residency.limit_malloc_arenas()  # before any server thread: freed memory is reused, not kept per thread
     settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info",
+    app = build_app(settings)
+    residency.freeze_startup_objects()  # full garbage collections then skip the app's own long-lived objects
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=settings.shutdown_s)
 
 

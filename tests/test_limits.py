@@ -260,3 +260,21 @@ def test_the_heap_is_trimmed_off_the_request_path_at_most_every_few_seconds(monk
     residency.trim_soon()  # within TRIM_EVERY_S: it waits for the next round
     residency.trim_soon()
     assert calls == [0] and residency._trim_wanted.is_set() and residency._trimmer[0].name == "zoo-malloc-trim"
+
+
+def test_gradio_keeps_no_per_event_records_and_never_recomputes_their_summary(live_zoo, monkeypatch):
+    """Gradio's monitoring records (10,000 kept, a pandas summary of all of them recomputed after every event)
+    serve a dashboard this mounted app does not have: one record at most, and no summary."""
+    import httpx
+    from gradio import queueing
+
+    summaries = []
+    monkeypatch.setattr(queueing.Queue, "_get_df", staticmethod(lambda records: summaries.append(len(records))))
+    queue = live_zoo._server.config.app.routes[-1].app.get_blocks()._queue
+    with httpx.Client(base_url=live_zoo.url, timeout=60) as http:
+        for order in ("published top-1, best first", "GMACs, cheapest first", "parameters, fewest first"):
+            r = http.post("/gradio_api/call/catalog", json={"data": [order]})
+            assert r.status_code == 200, r.text
+            body = http.get(f"/gradio_api/call/catalog/{r.json()['event_id']}").text
+            assert "event: complete" in body, body[-300:]
+    assert queue.events_recorded >= 3 and len(queue.event_analytics) <= 1 and summaries == []

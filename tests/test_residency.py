@@ -134,3 +134,29 @@ def test_the_export_child_dies_with_its_parent(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"export child {pid} outlived its parent")
+
+
+def test_the_server_freezes_its_start_up_objects_and_still_collects_what_requests_leave(monkeypatch):
+    """Full collections skip the app built at start-up (300 ms each over it), and garbage made later is freed."""
+    import uvicorn
+
+    import app
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda built, **kw: served.append(gc.get_freeze_count()))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # build_app sets its own; restored after the test
+    try:
+        app.serve()
+        assert served[0] > 100_000  # the app and the libraries were frozen before serving began
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle, as a request's objects can leave: only the collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()

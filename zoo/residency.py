@@ -167,3 +167,15 @@ def _libc():
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     return getattr(_libc(), "malloc_trim", None)  # musl and other libcs have none
+
+
+def freeze_startup_objects() -> None:
+    """Collect start-up's garbage, then move every object left to the collector's permanent generation
+    (`gc.freeze`) so that full collections no longer walk them: the UI, the registry and the libraries live as
+    long as the server. A full collection over the built app's ~530,000 objects took about 300 ms here, with
+    every thread stopped; once they are frozen it takes a few ms. Full collections also come sooner, since the
+    collector counts only the objects made since: the reference cycles each request leaves behind are freed
+    within seconds, not after a long wait (bench_load's RSS growth went from 25 to about 1 MB per 1,000
+    classifications)."""
+    gc.collect()
+    gc.freeze()
