@@ -25,6 +25,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     demo.state_session_capacity = settings.max_sessions  # the UI keeps per-session state for this many sessions
     app = gr.mount_gradio_app(
         app, demo, path="/", theme=ui.THEME, css=ui.CSS, ssr_mode=False, footer_links=["api", "settings"],
+        enable_monitoring=False,  # Gradio's traffic dashboard: off, every /monitoring route answers 403
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
         allowed_paths=[str(ui.EXAMPLES[0].parent)] if ui.EXAMPLES else None,
     )

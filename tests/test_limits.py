@@ -264,14 +264,17 @@ def test_the_heap_is_trimmed_off_the_request_path_at_most_every_few_seconds(monk
 
 def test_gradio_keeps_no_per_event_records_and_never_recomputes_their_summary(live_zoo, monkeypatch):
     """Gradio's monitoring records (10,000 kept, a pandas summary of all of them recomputed after every event)
-    serve a dashboard this mounted app does not have: one record at most, and no summary."""
+    serve its dashboard, which is off: every /monitoring route refuses, one record at most, and no summary."""
     import httpx
     from gradio import queueing
 
-    summaries = []
-    monkeypatch.setattr(queueing.Queue, "_get_df", staticmethod(lambda records: summaries.append(len(records))))
+    summaries, get_df = [], queueing.Queue._get_df
+    monkeypatch.setattr(queueing.Queue, "_get_df",
+                        staticmethod(lambda records: (summaries.append(len(records)), get_df(records))[1]))
     queue = live_zoo._server.config.app.routes[-1].app.get_blocks()._queue
     with httpx.Client(base_url=live_zoo.url, timeout=60) as http:
+        for route in ("/monitoring", "/monitoring/summary", "/monitoring/any-key"):
+            assert http.get(route).status_code == 403, route  # the dashboard is off
         for order in ("published top-1, best first", "GMACs, cheapest first", "parameters, fewest first"):
             r = http.post("/gradio_api/call/catalog", json={"data": [order]})
             assert r.status_code == 200, r.text

@@ -7,10 +7,10 @@ back) and a set of event ids per session in a plain dict that only ever grows. H
 classification), which are never dropped, however many sessions come after them. Gradio's UI state
 (`StateHolder`, the components a session's events updated) keeps its own LRU of `max_sessions`.
 
-Gradio's queue also records every event (up to 10,000) for its monitoring dashboard, which a mounted app
-(this one) does not serve, and recomputes a pandas summary of all the records after each event: 3 ms of CPU
-per event at 1,000 records and 8 ms at 10,000, most of it holding the GIL that every request needs. Here it
-keeps one record and never recomputes the summary.
+Gradio's queue also records every event (up to 10,000) for its monitoring dashboard, and recomputes a pandas
+summary of all the records after each event: 3 ms of CPU per event at 1,000 records and 8 ms at 10,000, most
+of it holding the GIL that every request needs. With the dashboard off (`build_app` mounts Gradio with
+`enable_monitoring=False`), it keeps one record and never recomputes the summary.
 
 A new session's state also builds the configuration of every component on the page (for deep links, which
 this app has none of): about 20 ms of the server's event loop per session. Here it is built only if
@@ -104,6 +104,7 @@ def install(gradio_app: Any, max_sessions: int) -> None:
     if not all(isinstance(getattr(queue, a, None), int) for a in ("ANALYTICS_MAX_EVENTS", "ANAYLTICS_CACHE_FREQUENCY")):
         raise RuntimeError(f"Gradio {gr.__version__} records events differently: zoo.ui.sessions needs updating")
     queue.pending_messages_per_session = SessionQueues(queue, max_sessions, queue.pending_messages_per_session)
-    queue.ANALYTICS_MAX_EVENTS = 1  # the event being recorded; the dashboard that reads them is not mounted
-    queue.ANAYLTICS_CACHE_FREQUENCY = sys.maxsize  # (sic): events between two recomputations of the summary
+    if not blocks.enable_monitoring:  # nothing reads the records
+        queue.ANALYTICS_MAX_EVENTS = 1  # the event being recorded
+        queue.ANAYLTICS_CACHE_FREQUENCY = sys.maxsize  # (sic): events between two recomputations of the summary
     holder.__class__ = LazyStateHolder
