@@ -220,7 +220,7 @@ def run() -> list[Target]:
     if not sys.platform.startswith("linux"):
         print("SKIP load_*: reads the server's memory from /proc (Linux only)", flush=True)
         return []
-    from zoo import compare, settings, weights
+    from zoo import compare, residency, settings, weights
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     port = free_port()
@@ -241,8 +241,8 @@ def run() -> list[Target]:
     sha256 = weights.store().record(TAG).sha256
     server = _start(env, port)
     url = f"http://127.0.0.1:{port}"
-    gc.collect()  # this process holds torch and timm too: a full collection here (~300 ms, every client thread
-    gc.freeze()  # stopped) would land in the latencies measured; the server does the same (app.serve)
+    # this process holds torch and timm too: a full collection here (~300 ms, every client thread stopped) would
+    residency.freeze_startup_objects()  # land in the latencies measured; the server does the same (app.serve)
     try:
         return _measure(server.pid, url, sha256, six)
     finally:

@@ -95,16 +95,20 @@ def install(gradio_app: Any, max_sessions: int) -> None:
     """
     blocks, holder = gradio_app.get_blocks(), getattr(gradio_app, "state_holder", None)
     queue = getattr(blocks, "_queue", None)
-    if queue is None or not isinstance(getattr(queue, "pending_messages_per_session", None), LRUCache) \
-            or not isinstance(getattr(queue, "pending_event_ids_session", None), dict) \
-            or type(holder) is not StateHolder or blocks.state_holder is not holder:
-        raise RuntimeError(f"Gradio {gr.__version__} keeps its sessions differently: zoo.ui.sessions needs updating")
-    if not isinstance(getattr(queue, "event_ids_to_events", None), dict):
-        raise RuntimeError(f"Gradio {gr.__version__} keeps its events differently: zoo.ui.sessions needs updating")
-    if not all(isinstance(getattr(queue, a, None), int) for a in ("ANALYTICS_MAX_EVENTS", "ANAYLTICS_CACHE_FREQUENCY")):
-        raise RuntimeError(f"Gradio {gr.__version__} records events differently: zoo.ui.sessions needs updating")
+    _require("keeps its sessions", queue is not None
+             and isinstance(getattr(queue, "pending_messages_per_session", None), LRUCache)
+             and isinstance(getattr(queue, "pending_event_ids_session", None), dict)
+             and type(holder) is StateHolder and blocks.state_holder is holder)
+    _require("keeps its events", isinstance(getattr(queue, "event_ids_to_events", None), dict))
+    _require("records events", all(isinstance(getattr(queue, a, None), int)
+                                   for a in ("ANALYTICS_MAX_EVENTS", "ANAYLTICS_CACHE_FREQUENCY")))
     queue.pending_messages_per_session = SessionQueues(queue, max_sessions, queue.pending_messages_per_session)
     if not blocks.enable_monitoring:  # nothing reads the records
         queue.ANALYTICS_MAX_EVENTS = 1  # the event being recorded
         queue.ANAYLTICS_CACHE_FREQUENCY = sys.maxsize  # (sic): events between two recomputations of the summary
     holder.__class__ = LazyStateHolder
+
+
+def _require(what: str, holds: bool) -> None:
+    if not holds:
+        raise RuntimeError(f"Gradio {gr.__version__} {what} differently: zoo.ui.sessions needs updating")
