@@ -9,6 +9,9 @@
 3. Depth comparison of the 6 default tags, warm: wall time against the forwards it runs (each model's runner
    on its preprocessed tensor, 1 + compare.WARM_RUNS times: the first pass, then the timed ones whose median
    the comparison reports): target <= 1.15x.
+4. Eager PyTorch with its batch norms folded into the convolutions (what the engine serves on a CPU before an ONNX
+   graph is ready, and always with ZOO_CPU_BACKEND=eager) against the same network unfolded, resnet18 at batch 8:
+   target >= 1.05x.
 Weights are random (the Hub is out of reach here); speed does not depend on their values.
 """
 
@@ -25,7 +28,7 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from bench import Target
 from zoo import settings
@@ -117,7 +120,7 @@ def run() -> list[Target]:
         image = photo()
         x = images.preprocess(pre, image)[None]
         baseline = timm.create_model(entry.arch, pretrained=False).eval()
-        baseline.load_state_dict(eng.cache.get(tag, "cpu").state_dict())
+        baseline.load_state_dict(load_file(str(weights.store().weights_path(tag))))  # unfolded: timm's own
         baseline = baseline.to(memory_format=torch.contiguous_format)
 
         def timm_eager():
@@ -160,7 +163,27 @@ def run() -> list[Target]:
               f"each; it runs {passes} per model ({1e3 * passes * sum(singles):.1f} ms)")
         targets.append(Target("compare_6_models_vs_its_forwards", comp / (passes * sum(singles)), "<=", 1.15))
         eng.close()
+        targets.append(folded_vs_unfolded(tags[0], inference, weights))
     for k in ("ZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "ZOO_CPU_BACKEND"):
         os.environ.pop(k, None)
     settings.get_settings.cache_clear()
     return targets
+
+
+def folded_vs_unfolded(tag: str, inference, weights, batch: int = 8) -> Target:
+    """The engine's eager CPU model (batch norms folded into the convs) against timm's, unfolded, from the same
+    file: both channels_last, fp32, at the tag's eval size and a batch the load benchmark's batches reach."""
+    from zoo import registry
+
+    entry = registry.get(tag)
+    folded = inference.inference_model(tag, device="cpu").to(memory_format=torch.channels_last)
+    plain = timm.create_model(entry.arch, pretrained=False)
+    plain.load_state_dict(load_file(str(weights.store().weights_path(tag))))
+    plain = plain.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, entry.eval_size, entry.eval_size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        worst = float((folded(x) - plain(x)).abs().max())
+        ours, theirs = interleaved(lambda: folded(x), lambda: plain(x))
+    print(f"{tag} batch {batch} at {entry.eval_size}px: batch norms folded {batch * ours:.1f} img/s, unfolded "
+          f"{batch * theirs:.1f} img/s (max |logit diff| {worst:.1e})", flush=True)
+    return Target(f"inference_folded_vs_unfolded_{entry.arch}_bs{batch}", ours / theirs, ">=", 1.05)

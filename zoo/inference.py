@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from zoo import backends, images, loaded, models, paths, registry, residency, resolver, weights
+from zoo import backends, folding, images, loaded, models, paths, registry, residency, resolver, weights
 from zoo.batching import Slot
 from zoo.errors import InvalidArgumentError, InvalidImageError
 from zoo.registry import ModelEntry
@@ -96,7 +96,7 @@ class Engine:
         self.background_export = background_export
         self.cache = cache or models.ModelCache(
             self.settings.model_memory_mb * 1024 * 1024,
-            loader=functools.partial(resolver.build, settings=self.settings),
+            loader=functools.partial(inference_model, settings=self.settings),
             canonical=lambda name: resolver.resolve(name, settings=self.settings).name)
         self._slots: dict[str, Slot] = {}
         self._making: dict[str, threading.Lock] = {}  # one lock per (tag, device) being built
@@ -291,6 +291,26 @@ class Engine:
                     out[row].append(Prediction(entry.name, scored, ms, n, backend, slot.device, kind))
                     row += 1
         return out
+
+
+def inference_model(name: str, *, device: str | torch.device | None = None, settings: Settings | None = None):
+    """`resolver.build`, for inference only: on the CPU its batch norms are folded into the convolutions before
+    them (`folding`: about 10% faster at batch 8, the same outputs within fp32 rounding, checked on a probe).
+    A model that cannot be folded is served as it is; one whose check fails is rebuilt and served unfolded."""
+    model = resolver.build(name, device=device, settings=settings)
+    if next(model.parameters()).device.type != "cpu":
+        return model  # CUDA runs under autocast with cuDNN's fused kernels; not measured folded yet
+    try:
+        folding.fold_checked(model)
+        return model
+    except folding.FoldMismatchError as exc:
+        why = str(exc)
+    except Exception as exc:  # the recorded pass failed: nothing was changed
+        log.warning("%s: batch norms left unfolded (%s: %s)", name, type(exc).__name__, str(exc)[:200])
+        return model
+    del model  # the changed copy goes before the fresh one is built
+    log.warning("%s: %s; serving it unfolded", name, why)
+    return resolver.build(name, device=device, settings=settings)
 
 
 def imagenet_entry(name: str) -> ModelEntry:
