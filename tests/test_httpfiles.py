@@ -92,11 +92,15 @@ def test_downloads_are_paced_only_while_classifications_run(client, monkeypatch)
     from zoo import inference
 
     waits: list[float] = []
+    clock = [1000.0]
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
+        clock[0] += seconds
 
     monkeypatch.setattr(httpfiles, "_pause", sleep)
+    monkeypatch.setattr(httpfiles, "_clock", lambda: clock[0])
+    monkeypatch.setattr(httpfiles, "_PACE", httpfiles._SharedPace())
     url = f"/api/models/{TAG}/weights"
     size = int(client.get(url).headers["content-length"])
     assert waits == []  # an idle server sends at full speed
@@ -104,7 +108,81 @@ def test_downloads_are_paced_only_while_classifications_run(client, monkeypatch)
     body = client.get(url).content
     assert hashlib.sha256(body).hexdigest() == weights.store().record(TAG).sha256
     chunks = -(-size // httpfiles.CHUNK) - 1  # every chunk but the last, which waits for the digest
-    assert waits == [pytest.approx(httpfiles.CHUNK / 25e6)] * chunks  # ZOO_BUSY_DOWNLOAD_MBPS=25 by default
+    pieces = chunks * (httpfiles.CHUNK // httpfiles.PACED_PIECE)
+    step = httpfiles.PACED_PIECE / 25e6  # ZOO_BUSY_DOWNLOAD_MBPS=25 by default
+    assert len(waits) == pieces and waits[-1] == pytest.approx(step) and max(waits) <= step * 1.001
+    assert sum(waits) == pytest.approx(pieces * step - httpfiles._SharedPace.SLACK_S)  # the pace, less the slack
+
+
+def test_paced_downloads_share_one_budget_and_save_little_credit(monkeypatch):
+    now = [50.0]
+    monkeypatch.setattr(httpfiles, "_clock", lambda: now[0])
+    pace, piece, mbps = httpfiles._SharedPace(), httpfiles.PACED_PIECE, 25.0
+    step = piece / (mbps * 1e6)
+    slack = httpfiles._SharedPace.SLACK_S
+    # the first piece after a quiet spell may use the slack (what timer overshoot costs a download)
+    assert pace.wait_after(piece, mbps) == pytest.approx(max(0.0, step - slack))
+    now[0] = pace.free_at  # caught up
+    # one download alone: each piece's wait is its own time at the pace
+    assert pace.wait_after(piece, mbps) == pytest.approx(step)
+    now[0] += step
+    # four downloads sending a piece each at the same moment: together they keep to the pace
+    waits = [pace.wait_after(piece, mbps) for _ in range(4)]
+    assert waits == [pytest.approx(step * k) for k in (1, 2, 3, 4)]
+    # a quiet minute saves up no more than the slack: a burst after it is paced again within SLACK_S
+    now[0] += 60
+    burst = [pace.wait_after(piece, mbps) for _ in range(int(slack / step) + 3)]
+    assert burst[-1] > 0 and sum(step for _ in burst) - burst[-1] <= slack + step
+    # very many downloads at once: nobody waits longer than MAX_WAIT_S between pieces
+    waits = [pace.wait_after(piece, mbps) for _ in range(1000)]
+    assert max(waits) == httpfiles._SharedPace.MAX_WAIT_S
+
+
+def test_concurrent_downloads_draw_on_one_budget(tmp_path, monkeypatch):
+    """Two whole-file downloads at once on the server's event loop while classifications run: with the clock
+    held still, the last paced chunk waits for every paced chunk of both (before: each download had a budget of
+    its own, so its waits never grew and two downloads took twice ZOO_BUSY_DOWNLOAD_MBPS)."""
+    import asyncio
+    import os
+
+    from zoo import inference
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x03" * (6 * httpfiles.CHUNK))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(httpfiles, "_clock", lambda: 1000.0)
+    monkeypatch.setattr(httpfiles, "_PACE", httpfiles._SharedPace())
+    monkeypatch.setattr(inference, "busy", lambda: True)
+    waits: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)  # the other download's turn
+
+    monkeypatch.setattr(httpfiles, "_pause", pause)
+
+    async def download() -> bytes:
+        sent: list[bytes] = []
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()  # the client stays
+            return {}
+
+        async def send(message: dict) -> None:
+            sent.append(message.get("body", b""))
+
+        response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, busy_mbps=25.0)
+        await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+        return b"".join(sent)
+
+    async def both() -> list[bytes]:
+        return list(await asyncio.gather(download(), download()))
+
+    bodies = asyncio.run(both())
+    assert [hashlib.sha256(b).hexdigest() for b in bodies] == [sha, sha]
+    paced = 2 * 5 * (httpfiles.CHUNK // httpfiles.PACED_PIECE)  # pieces of every chunk but each one's last
+    assert len(waits) == paced
+    assert max(waits) == pytest.approx(paced * httpfiles.PACED_PIECE / 25e6 - httpfiles._SharedPace.SLACK_S)
 
 
 def _serve(path, sha256: str, leave_after: int | None = None) -> tuple[list[dict], list[str]]:

@@ -49,7 +49,7 @@ class Settings:
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
     max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
-    busy_download_mbps: float = 25.0  # ZOO_BUSY_DOWNLOAD_MBPS: a download's pace while classifications run (0: none)
+    busy_download_mbps: float = 25.0  # ZOO_BUSY_DOWNLOAD_MBPS: all downloads' pace while classifications run (0: none)
     shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
     @classmethod
