@@ -115,6 +115,30 @@ def test_modules_called_twice_or_tensors_used_elsewhere_are_left_alone():
         assert (model(x) - before).abs().max() <= 1e-5 * before.abs().max()
 
 
+def test_weights_are_scaled_in_place_unless_their_storage_holds_other_tensors():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn_a = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
+            self.b, self.c = nn.Conv2d(3, 4, 1, bias=False), nn.Conv2d(3, 4, 1, bias=False)
+            self.bn_b = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn_a(self.a(x)) + self.bn_b(self.b(x)) + self.c(x)
+
+    model = _with_real_statistics(Two())
+    both = torch.randn(2, 4, 3, 1, 1)
+    model.b.weight, model.c.weight = nn.Parameter(both[0]), nn.Parameter(both[1])  # one storage, two tensors
+    a_at, c_before = model.a.weight.data_ptr(), model.c.weight.detach().clone()
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        before = model(x)
+        assert folding.fold_checked(model) == 2
+        assert (model(x) - before).abs().max() <= 1e-5 * before.abs().max()
+    assert model.a.weight.data_ptr() == a_at  # scaled where it lies: no second copy of a big model's weights
+    assert model.b.weight.data_ptr() != both.data_ptr() and torch.equal(model.c.weight, c_before)
+
+
 def test_batch_norms_that_are_not_plain_or_still_training_are_left_alone():
     model = timm.create_model("resnext26ts").eval()  # timm's ConvNormAct: BatchNormAct2d (norm, then ReLU)
     assert _pairs(model, torch.randn(1, 3, 64, 64)) == []
