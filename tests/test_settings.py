@@ -46,6 +46,9 @@ def test_a_space_listens_on_all_interfaces():
         ({"ZOO_PORT": "70000"}, "at most 65535"),
         ({"ZOO_MODEL_MEMORY_MB": "0"}, "at least 1"),
         ({"HF_HUB_OFFLINE": "maybe"}, "HF_HUB_OFFLINE"),
+        ({"ZOO_BUSY_DOWNLOAD_MBPS": "nan"}, "ZOO_BUSY_DOWNLOAD_MBPS=nan must be at least"),  # else a paced
+        ({"ZOO_SHUTDOWN_S": "nan"}, "ZOO_SHUTDOWN_S=nan must be at least"),  # download would sleep for ever
+        ({"ZOO_SHUTDOWN_S": "inf"}, "ZOO_SHUTDOWN_S=inf must be at least 0.0 and at most 3600"),
     ],
 )
 def test_bad_values_name_the_variable(env, needle):

@@ -76,7 +76,8 @@ class _SharedPace:
         """Seconds to wait after sending `nbytes`, for all paced downloads together to keep to `mbps` MB/s."""
         now = _clock()
         self.free_at = max(now - self.SLACK_S, self.free_at) + nbytes / (mbps * 1e6)
-        return min(max(self.free_at - now, 0.0), self.MAX_WAIT_S)
+        self.free_at = min(self.free_at, now + self.MAX_WAIT_S)  # beyond the cap, no debt for later downloads
+        return max(self.free_at - now, 0.0)
 
 
 _PACE = _SharedPace()
@@ -162,8 +163,10 @@ class WeightFileResponse(FileResponse):
                         sent += len(chunk)
                         if not chunk or sent >= size:  # the last chunk waits for the digest
                             break
-                        ahead.append(loop.run_in_executor(executor, step))
-                        if not (self.busy_mbps and inference.busy()):
+                        paced = bool(self.busy_mbps) and inference.busy()
+                        while len(ahead) < (1 if paced else AHEAD):  # a paced download holds 2 chunks, not 4
+                            ahead.append(loop.run_in_executor(executor, step))
+                        if not paced:
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         else:  # people waiting for a classification come first
                             for at in range(0, len(chunk), PACED_PIECE):  # many paced downloads still each move

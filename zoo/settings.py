@@ -113,7 +113,7 @@ def _number(env: Mapping[str, str], name: str, default, cast, kind: str, low, hi
         value = cast(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not {kind}.") from None
-    if value < low or (high is not None and value > high):
+    if not low <= value or (high is not None and not value <= high):  # NaN fails both
         upper = f" and at most {high}" if high is not None else ""
         raise ConfigError(f"{name}={value} must be at least {low}{upper}.")
     return value
