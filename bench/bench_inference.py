@@ -119,9 +119,7 @@ def run() -> list[Target]:
         pre = images.preprocessing(entry)
         image = photo()
         x = images.preprocess(pre, image)[None]
-        baseline = timm.create_model(entry.arch, pretrained=False).eval()
-        baseline.load_state_dict(load_file(str(weights.store().weights_path(tag))))  # unfolded: timm's own
-        baseline = baseline.to(memory_format=torch.contiguous_format)
+        baseline = timm_from_store(tag).to(memory_format=torch.contiguous_format)
 
         def timm_eager():
             with torch.inference_mode():
@@ -163,23 +161,30 @@ def run() -> list[Target]:
               f"each; it runs {passes} per model ({1e3 * passes * sum(singles):.1f} ms)")
         targets.append(Target("compare_6_models_vs_its_forwards", comp / (passes * sum(singles)), "<=", 1.15))
         eng.close()
-        targets.append(folded_vs_unfolded(tags[0], inference, weights))
+        targets.append(folded_vs_unfolded(tags[0]))
     for k in ("ZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "ZOO_CPU_BACKEND"):
         os.environ.pop(k, None)
     settings.get_settings.cache_clear()
     return targets
 
 
-def folded_vs_unfolded(tag: str, inference, weights, batch: int = 8) -> Target:
+def timm_from_store(tag: str) -> torch.nn.Module:
+    """timm's own model of `tag` (unfolded, eval) from the stored file."""
+    from zoo import registry, weights
+
+    model = timm.create_model(registry.get(tag).arch, pretrained=False)
+    model.load_state_dict(load_file(str(weights.store().weights_path(tag))))
+    return model.eval()
+
+
+def folded_vs_unfolded(tag: str, batch: int = 8) -> Target:
     """The engine's eager CPU model (batch norms folded into the convs) against timm's, unfolded, from the same
     file: both channels_last, fp32, at the tag's eval size and a batch the load benchmark's batches reach."""
-    from zoo import registry
+    from zoo import inference, registry
 
     entry = registry.get(tag)
     folded = inference.inference_model(tag, device="cpu").to(memory_format=torch.channels_last)
-    plain = timm.create_model(entry.arch, pretrained=False)
-    plain.load_state_dict(load_file(str(weights.store().weights_path(tag))))
-    plain = plain.eval().to(memory_format=torch.channels_last)
+    plain = timm_from_store(tag).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, entry.eval_size, entry.eval_size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         worst = float((folded(x) - plain(x)).abs().max())
