@@ -290,3 +290,92 @@ def test_a_file_that_grew_after_hashing_is_broken_off_and_condemned(tmp_path, mo
     monkeypatch.setattr(httpfiles.os, "fstat", lambda fd: type("S", (), {"st_size": len(data)})())
     with pytest.raises(httpfiles.DigestMismatch):
         _serve(path, hashlib.sha256(data).hexdigest())
+
+
+def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_path, monkeypatch):
+    """Each body in flight holds chunks read ahead: past ZOO_MAX_DOWNLOADS one more is answered 429 with
+    Retry-After (which huggingface_hub waits out), HEAD is never refused, and a freed place serves again."""
+    import asyncio
+    import json
+    import os
+
+    monkeypatch.setattr(httpfiles, "_SENDING", [0])
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x05" * (3 * httpfiles.CHUNK + 11))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def digest(sent: list[dict]) -> str:
+        return hashlib.sha256(b"".join(m.get("body", b"") for m in sent[1:])).hexdigest()
+
+    async def go() -> None:
+        hold = asyncio.Event()
+
+        async def stay() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        async def request(method: str = "GET", held: bool = False) -> list[dict]:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+                if held:
+                    await hold.wait()  # a slow client: the body stays in flight
+
+            response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=2)
+            await response({"type": "http", "method": method, "headers": []}, stay, send)
+            return sent
+
+        slow = [asyncio.create_task(request(held=True)) for _ in range(2)]
+        while httpfiles._SENDING[0] < 2:
+            await asyncio.sleep(0)
+        refused = await request()
+        start = refused[0]
+        assert start["status"] == 429 and (b"retry-after", b"5") in start["headers"]
+        body = json.loads(refused[1]["body"])["error"]
+        assert body["code"] == "too_many_downloads" and "ZOO_MAX_DOWNLOADS=2" in body["message"]
+        head = await request("HEAD")
+        assert head[0]["status"] == 200 and (b"content-length", str(path.stat().st_size).encode()) in head[0]["headers"]
+        hold.set()
+        for done in await asyncio.gather(*slow):
+            assert done[0]["status"] == 200 and digest(done) == sha
+        assert httpfiles._SENDING[0] == 0
+        again = await request()
+        assert again[0]["status"] == 200 and digest(again) == sha
+
+    asyncio.run(go())
+
+
+def test_a_download_cut_off_by_shutdown_logs_one_line_not_a_traceback(tmp_path, monkeypatch, caplog):
+    """uvicorn cancels requests still running when ZOO_SHUTDOWN_S runs out; each download then said so with a
+    full CancelledError traceback (49 of them for 50 downloads)."""
+    import asyncio
+    import os
+
+    monkeypatch.setattr(httpfiles, "_SENDING", [0])
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x06" * (3 * httpfiles.CHUNK))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    async def go() -> None:
+        started = asyncio.Event()
+
+        async def stay() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict) -> None:
+            started.set()
+            await asyncio.Event().wait()  # a slow client
+
+        response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, filename="m.safetensors")
+        task = asyncio.create_task(response({"type": "http", "method": "GET", "headers": []}, stay, send))
+        await started.wait()
+        task.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        await task  # returns: uvicorn then closes the connection
+
+    with caplog.at_level("WARNING", logger="zoo.httpfiles"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["download of m.safetensors cut off: the server is shutting down"]
+    assert httpfiles._SENDING == [0]

@@ -194,3 +194,44 @@ def test_mirror_lookups_are_exact_and_say_what_exists(live_zoo):
     with pytest.raises(EntryNotFoundError) as err:
         mirror.file_at(REPO, "main", "model.safetensor")
     assert err.value.suggestions == ["model.safetensors"] and err.value.commit == repo.commit
+
+
+
+def test_hf_hub_download_waits_out_a_429_for_too_many_downloads(live_zoo, resnet18_file, tmp_path, monkeypatch):
+    """With ZOO_MAX_DOWNLOADS=1 and a slow client holding the one place, a download is answered 429 with
+    Retry-After; huggingface_hub waits it out and gets the file once the place is free."""
+    import socket
+    import threading
+
+    import httpx
+    from huggingface_hub import hf_hub_download
+
+    from zoo import httpfiles
+    from zoo.settings import get_settings
+
+    monkeypatch.setenv("ZOO_MAX_DOWNLOADS", "1")
+    get_settings.cache_clear()
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # a small window: the body stays in flight
+    try:
+        slow.connect(("127.0.0.1", live_zoo.port))
+        slow.sendall(f"GET /{REPO}/resolve/main/model.safetensors HTTP/1.1\r\nHost: zoo\r\n\r\n".encode())
+        assert slow.recv(1 << 12).startswith(b"HTTP/1.1 200")
+        with httpx.Client(base_url=live_zoo.url, timeout=30) as http:
+            refused = http.get(f"/api/models/{TAG}/weights")
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
+            assert "ZOO_MAX_DOWNLOADS=1" in refused.json()["error"]["message"]
+            assert http.head(f"/api/models/{TAG}/weights").status_code == 200  # HEAD is never refused
+        got: list = []
+        client = threading.Thread(target=lambda: got.append(hf_hub_download(
+            REPO, "model.safetensors", endpoint=live_zoo.url, cache_dir=tmp_path / "hf")))
+        client.start()
+        client.join(2)  # its first GET is refused meanwhile; it waits Retry-After + 1 s
+        assert client.is_alive() and httpfiles._SENDING == [1]
+        slow.close()  # the slow client leaves
+        client.join(60)
+        assert got and Path(got[0]).read_bytes() == resnet18_file.read_bytes()
+    finally:
+        slow.close()
+        monkeypatch.delenv("ZOO_MAX_DOWNLOADS")
+        get_settings.cache_clear()

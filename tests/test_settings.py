@@ -49,11 +49,16 @@ def test_a_space_listens_on_all_interfaces():
         ({"ZOO_BUSY_DOWNLOAD_MBPS": "nan"}, "ZOO_BUSY_DOWNLOAD_MBPS=nan must be at least"),  # else a paced
         ({"ZOO_SHUTDOWN_S": "nan"}, "ZOO_SHUTDOWN_S=nan must be at least"),  # download would sleep for ever
         ({"ZOO_SHUTDOWN_S": "inf"}, "ZOO_SHUTDOWN_S=inf must be at least 0.0 and at most 3600"),
+        ({"ZOO_MAX_DOWNLOADS": "0"}, "ZOO_MAX_DOWNLOADS=0 must be at least 1"),
     ],
 )
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env)
+
+
+def test_max_downloads_is_read():
+    assert (Settings.from_env({}).max_downloads, Settings.from_env({"ZOO_MAX_DOWNLOADS": "4"}).max_downloads) == (32, 4)
 
 
 def test_inference_settings_are_read_and_checked():

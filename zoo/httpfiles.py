@@ -34,6 +34,8 @@ AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the s
 # a paced download sends its chunks in pieces: with N downloads sharing the pace, each waits N x 2.6 ms between
 # pieces at 25 MB/s, not N x 42 ms per MiB (and never more than _SharedPace.MAX_WAIT_S)
 PACED_PIECE = 64 * 1024
+RETRY_AFTER_S = 5  # what a download refused for ZOO_MAX_DOWNLOADS is told to wait (Hub clients retry on 429)
+_SENDING = [0]  # file bodies being sent now, whole or ranges (touched on the event loop only)
 
 
 # whole-file downloads read and hash in these lanes, one thread each; a download keeps to one lane, so its reads
@@ -111,11 +113,36 @@ class WeightFileResponse(FileResponse):
     chunk_size = CHUNK
 
     def __init__(self, *args, sha256: str, condemn: Callable[[str], None] | None = None, busy_mbps: float = 0.0,
-                 **kwargs):
+                 max_sending: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sha256, self.condemn, self.busy_mbps = sha256, condemn, busy_mbps
+        self.sha256, self.condemn, self.busy_mbps, self.max_sending = sha256, condemn, busy_mbps, max_sending
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the file, unless `max_sending` bodies are being sent already (then 429 with Retry-After, which
+        `huggingface_hub` honours: each body in flight holds up to AHEAD + 1 chunks of memory)."""
+        if scope.get("method") == "HEAD":
+            return await self._respond(scope, receive, send)
+        if self.max_sending and _SENDING[0] >= self.max_sending:
+            limit = self.max_sending
+            log.warning("download of %s refused: %d files are being sent (ZOO_MAX_DOWNLOADS=%d)", self.name,
+                        _SENDING[0], limit)
+            response = error(429, "too_many_downloads", f"The server is sending {_SENDING[0]} files already, the "
+                             f"most it sends at once (ZOO_MAX_DOWNLOADS={limit}); try again in {RETRY_AFTER_S} s.",
+                             headers={"Retry-After": str(RETRY_AFTER_S)})
+            return await response(scope, receive, send)
+        _SENDING[0] += 1
+        try:
+            await self._respond(scope, receive, send)
+        except asyncio.CancelledError:  # only uvicorn cancels a request, when ZOO_SHUTDOWN_S has run out: one line
+            log.warning("download of %s cut off: the server is shutting down", self.name)  # not a traceback
+        finally:
+            _SENDING[0] -= 1
+
+    @property
+    def name(self) -> str:
+        return self.filename or self.path.name
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._receive = receive
         request = Headers(scope=scope)
         value = request.get("range")
@@ -263,6 +290,7 @@ def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | Non
     conditional headers say, else the file or the requested ranges of it. `stored` was checked against its
     hash just before (`zoo.integrity`); a whole-file body is hashed again as it is sent."""
     tag = tag or etag(stored)
+    settings = get_settings()
     common = {**headers(stored, tag), **(extra or {})}
     verdict = precondition(request_headers, tag, stored.mtime)
     if verdict == 412:
@@ -273,7 +301,7 @@ def send(stored: Servable, request_headers: Headers, extra: dict[str, str] | Non
     return WeightFileResponse(stored.path, headers=common, media_type=media_type, filename=stored.filename,
                               stat_result=os.stat(stored.path), sha256=stored.sha256,
                               condemn=lambda actual: _condemn(stored, actual),
-                              busy_mbps=get_settings().busy_download_mbps)
+                              busy_mbps=settings.busy_download_mbps, max_sending=settings.max_downloads)
 
 
 def _condemn(stored: Servable, actual: str) -> None:
@@ -293,4 +321,5 @@ def openapi(errors: dict[int | str, dict]) -> dict:
         304: {"description": "The client's copy is current (If-None-Match, If-Modified-Since)"},
         412: {"description": "If-Match or If-Unmodified-Since does not hold"},
         416: {"description": "No requested range lies in the file; Content-Range: bytes */size"},
+        429: {"description": "ZOO_MAX_DOWNLOADS files are being sent already; Retry-After says when to try again"},
         **errors}}

@@ -49,6 +49,7 @@ class Settings:
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
     max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
+    max_downloads: int = 32  # ZOO_MAX_DOWNLOADS: file bodies sent at once; more are answered 429 with Retry-After
     busy_download_mbps: float = 25.0  # ZOO_BUSY_DOWNLOAD_MBPS: all downloads' pace while classifications run (0: none)
     shutdown_s: float = 10.0  # ZOO_SHUTDOWN_S: how long requests in flight get after SIGTERM before connections close
 
@@ -92,6 +93,7 @@ class Settings:
             runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
             upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
             max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),
+            max_downloads=_int(env, "ZOO_MAX_DOWNLOADS", cls.max_downloads, low=1),
             busy_download_mbps=busy_mbps,
             shutdown_s=_float(env, "ZOO_SHUTDOWN_S", cls.shutdown_s, low=0.0, high=3600.0),
         )
