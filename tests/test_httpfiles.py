@@ -292,14 +292,18 @@ def test_a_file_that_grew_after_hashing_is_broken_off_and_condemned(tmp_path, mo
         _serve(path, hashlib.sha256(data).hexdigest())
 
 
-def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_path, monkeypatch):
+def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_path, monkeypatch, caplog):
     """Each body in flight holds chunks read ahead: past ZOO_MAX_DOWNLOADS one more is answered 429 with
-    Retry-After (which huggingface_hub waits out), HEAD is never refused, and a freed place serves again."""
+    Retry-After (which huggingface_hub waits out), HEAD and a 416 are never refused, a freed place serves again,
+    and a flood of refusals logs a line every REFUSALS_LOGGED_EVERY_S, not one per request."""
     import asyncio
     import json
     import os
 
     monkeypatch.setattr(httpfiles, "_SENDING", [0])
+    monkeypatch.setattr(httpfiles, "_REFUSED", {"count": 0, "logged_at": float("-inf")})
+    now = [1000.0]
+    monkeypatch.setattr(httpfiles, "_clock", lambda: now[0])
     path = tmp_path / "w.bin"
     path.write_bytes(b"\x05" * (3 * httpfiles.CHUNK + 11))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -314,7 +318,7 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
             await asyncio.Event().wait()
             return {}
 
-        async def request(method: str = "GET", held: bool = False) -> list[dict]:
+        async def request(method: str = "GET", held: bool = False, headers: list | None = None) -> list[dict]:
             sent: list[dict] = []
 
             async def send(message: dict) -> None:
@@ -323,7 +327,7 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
                     await hold.wait()  # a slow client: the body stays in flight
 
             response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=2)
-            await response({"type": "http", "method": method, "headers": []}, stay, send)
+            await response({"type": "http", "method": method, "headers": headers or []}, stay, send)
             return sent
 
         slow = [asyncio.create_task(request(held=True)) for _ in range(2)]
@@ -336,6 +340,11 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
         assert body["code"] == "too_many_downloads" and "ZOO_MAX_DOWNLOADS=2" in body["message"]
         head = await request("HEAD")
         assert head[0]["status"] == 200 and (b"content-length", str(path.stat().st_size).encode()) in head[0]["headers"]
+        beyond = await request(headers=[(b"range", b"bytes=999999999-")])  # no body to send: the 416, not a 429
+        assert beyond[0]["status"] == 416
+        await request()
+        now[0] += httpfiles.REFUSALS_LOGGED_EVERY_S
+        await request()
         hold.set()
         for done in await asyncio.gather(*slow):
             assert done[0]["status"] == 200 and digest(done) == sha
@@ -343,7 +352,46 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
         again = await request()
         assert again[0]["status"] == 200 and digest(again) == sha
 
-    asyncio.run(go())
+    with caplog.at_level("WARNING", logger="zoo.httpfiles"):
+        asyncio.run(go())
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and said[0].startswith("1 download(s) refused") and said[1].startswith("2 download(s)")
+    assert "ZOO_MAX_DOWNLOADS=2" in said[1]
+
+
+def test_a_client_that_takes_nothing_is_dropped_and_frees_its_place(tmp_path, monkeypatch, caplog):
+    """Clients that send a GET and read nothing held every place for ever (a new download still got 429 after
+    150 s); one that takes nothing for STALL_S is dropped now."""
+    import asyncio
+    import os
+
+    monkeypatch.setattr(httpfiles, "_SENDING", [0])
+    monkeypatch.setattr(httpfiles, "STALL_S", 0.2)
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x07" * (3 * httpfiles.CHUNK))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sent: list[dict] = []
+
+    async def go() -> None:
+        async def stay() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body":
+                await asyncio.Event().wait()  # the socket's buffers are full and the client reads nothing
+
+        response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=1,
+                                                filename="m.safetensors")
+        await asyncio.wait_for(response({"type": "http", "method": "GET", "headers": []}, stay, send), 30)
+
+    with caplog.at_level("WARNING", logger="zoo.httpfiles"):
+        asyncio.run(go())
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]  # never completed
+    assert [r.getMessage() for r in caplog.records] == ["download of m.safetensors dropped: the client took "
+                                                        "nothing for 0.2 s"]
+    assert httpfiles._SENDING == [0]
 
 
 def test_a_download_cut_off_by_shutdown_logs_one_line_not_a_traceback(tmp_path, monkeypatch, caplog):

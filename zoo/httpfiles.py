@@ -35,7 +35,10 @@ AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the s
 # pieces at 25 MB/s, not N x 42 ms per MiB (and never more than _SharedPace.MAX_WAIT_S)
 PACED_PIECE = 64 * 1024
 RETRY_AFTER_S = 5  # what a download refused for ZOO_MAX_DOWNLOADS is told to wait (Hub clients retry on 429)
+REFUSALS_LOGGED_EVERY_S = 10.0  # a flood of refused downloads logs a line this often, not one per request
+STALL_S = 60  # a download whose client takes nothing for this long is dropped, and its place freed
 _SENDING = [0]  # file bodies being sent now, whole or ranges (touched on the event loop only)
+_REFUSED = {"count": 0, "logged_at": float("-inf")}
 
 
 # whole-file downloads read and hash in these lanes, one thread each; a download keeps to one lane, so its reads
@@ -97,6 +100,23 @@ class Servable(Protocol):
     def filename(self) -> str: ...
 
 
+class _Stalled(Exception):
+    """The client took nothing for STALL_S."""
+
+
+def _patient(send: Send) -> Send:
+    """`send`, giving up (`_Stalled`) when one message waits STALL_S for the client to take what is queued."""
+
+    async def patient(message: dict) -> None:
+        try:
+            async with asyncio.timeout(STALL_S):
+                await send(message)
+        except TimeoutError:
+            raise _Stalled from None
+
+    return patient
+
+
 class DigestMismatch(RuntimeError):
     """The bytes just streamed do not hash to the ETag sent before them: the connection is broken off."""
 
@@ -118,31 +138,10 @@ class WeightFileResponse(FileResponse):
         self.sha256, self.condemn, self.busy_mbps, self.max_sending = sha256, condemn, busy_mbps, max_sending
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the file, unless `max_sending` bodies are being sent already (then 429 with Retry-After, which
-        `huggingface_hub` honours: each body in flight holds up to AHEAD + 1 chunks of memory)."""
-        if scope.get("method") == "HEAD":
-            return await self._respond(scope, receive, send)
-        if self.max_sending and _SENDING[0] >= self.max_sending:
-            limit = self.max_sending
-            log.warning("download of %s refused: %d files are being sent (ZOO_MAX_DOWNLOADS=%d)", self.name,
-                        _SENDING[0], limit)
-            response = error(429, "too_many_downloads", f"The server is sending {_SENDING[0]} files already, the "
-                             f"most it sends at once (ZOO_MAX_DOWNLOADS={limit}); try again in {RETRY_AFTER_S} s.",
-                             headers={"Retry-After": str(RETRY_AFTER_S)})
-            return await response(scope, receive, send)
-        _SENDING[0] += 1
-        try:
-            await self._respond(scope, receive, send)
-        except asyncio.CancelledError:  # only uvicorn cancels a request, when ZOO_SHUTDOWN_S has run out: one line
-            log.warning("download of %s cut off: the server is shutting down", self.name)  # not a traceback
-        finally:
-            _SENDING[0] -= 1
-
-    @property
-    def name(self) -> str:
-        return self.filename or self.path.name
-
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The 416 for a range outside the file; HEAD; else the body, unless `max_sending` bodies are being sent
+        already (then 429 with Retry-After, which `huggingface_hub` honours: each body in flight holds up to
+        AHEAD + 1 chunks of memory). A client that takes nothing for STALL_S is dropped, so stalled connections
+        cannot hold every place for ever."""
         self._receive = receive
         request = Headers(scope=scope)
         value = request.get("range")
@@ -162,7 +161,36 @@ class WeightFileResponse(FileResponse):
                 return await response(scope, receive, send)
             except MalformedRangeHeader:
                 pass
-        await super().__call__(scope, receive, send)
+        if scope.get("method") == "HEAD":
+            return await super().__call__(scope, receive, send)
+        if self.max_sending and _SENDING[0] >= self.max_sending:
+            return await self._refuse(scope, receive, send)
+        _SENDING[0] += 1
+        try:
+            await super().__call__(scope, receive, _patient(send))
+        except _Stalled:
+            log.warning("download of %s dropped: the client took nothing for %g s", self.name, STALL_S)
+        except asyncio.CancelledError:  # only uvicorn cancels a request, when ZOO_SHUTDOWN_S has run out
+            log.warning("download of %s cut off: the server is shutting down", self.name)  # not a traceback
+        finally:
+            _SENDING[0] -= 1
+
+    @property
+    def name(self) -> str:
+        return self.filename or self.path.name
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """429 for ZOO_MAX_DOWNLOADS; logged at most every REFUSALS_LOGGED_EVERY_S, with the count since."""
+        limit, now = self.max_sending, _clock()
+        _REFUSED["count"] += 1
+        if now - _REFUSED["logged_at"] >= REFUSALS_LOGGED_EVERY_S:
+            log.warning("%d download(s) refused since the last such line, %s the latest: %d files are being sent "
+                        "(ZOO_MAX_DOWNLOADS=%d)", _REFUSED["count"], self.name, _SENDING[0], limit)
+            _REFUSED.update(count=0, logged_at=now)
+        response = error(429, "too_many_downloads", f"The server is sending {_SENDING[0]} files already, the most "
+                         f"it sends at once (ZOO_MAX_DOWNLOADS={limit}); try again in {RETRY_AFTER_S} s.",
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
+        await response(scope, receive, send)
 
     async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
         if send_header_only:
