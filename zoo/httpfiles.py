@@ -36,7 +36,11 @@ AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the s
 PACED_PIECE = 64 * 1024
 RETRY_AFTER_S = 5  # what a download refused for ZOO_MAX_DOWNLOADS is told to wait (Hub clients retry on 429)
 REFUSALS_LOGGED_EVERY_S = 10.0  # a flood of refused downloads logs a line this often, not one per request
-STALL_S = 60  # a download whose client takes nothing for this long is dropped, and its place freed
+# a download whose client has not taken one message (a 1 MiB chunk, or a 64 KiB piece while paced) after this long is
+# dropped and its place freed: a floor of about 17 KB/s. uvicorn's send waits for its write buffer to drain, so this
+# is a rate, not "nothing taken" (a steady 13 KB/s reader is dropped too). The connection itself closes only once
+# its queued bytes go out or the client leaves: ASGI gives no way to abort it.
+STALL_S = 60
 _SENDING = [0]  # file bodies being sent now, whole or ranges (touched on the event loop only)
 _REFUSED = {"count": 0, "logged_at": float("-inf")}
 
@@ -101,7 +105,7 @@ class Servable(Protocol):
 
 
 class _Stalled(Exception):
-    """The client took nothing for STALL_S."""
+    """One message was not taken within STALL_S."""
 
 
 def _patient(send: Send) -> Send:
@@ -140,8 +144,8 @@ class WeightFileResponse(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The 416 for a range outside the file; HEAD; else the body, unless `max_sending` bodies are being sent
         already (then 429 with Retry-After, which `huggingface_hub` honours: each body in flight holds up to
-        AHEAD + 1 chunks of memory). A client that takes nothing for STALL_S is dropped, so stalled connections
-        cannot hold every place for ever."""
+        AHEAD + 1 chunks of memory). A client that does not take a chunk within STALL_S is dropped, so stalled
+        connections cannot hold every place for ever."""
         self._receive = receive
         request = Headers(scope=scope)
         value = request.get("range")
@@ -169,7 +173,7 @@ class WeightFileResponse(FileResponse):
         try:
             await super().__call__(scope, receive, _patient(send))
         except _Stalled:
-            log.warning("download of %s dropped: the client took nothing for %g s", self.name, STALL_S)
+            log.warning("download of %s dropped: the client did not take a chunk within %g s", self.name, STALL_S)
         except asyncio.CancelledError:  # only uvicorn cancels a request, when ZOO_SHUTDOWN_S has run out
             log.warning("download of %s cut off: the server is shutting down", self.name)  # not a traceback
         finally:
