@@ -30,6 +30,14 @@ def _date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
 
+async def _stay() -> dict:
+    """An ASGI `receive` for a client that stays connected."""
+    import asyncio
+
+    await asyncio.Event().wait()
+    return {}
+
+
 @pytest.mark.parametrize("url", ROUTES)
 def test_conditional_requests_follow_rfc_9110(client, url):
     full = client.get(url)
@@ -167,15 +175,12 @@ def test_concurrent_downloads_draw_on_one_budget(tmp_path, monkeypatch):
     async def download() -> bytes:
         sent: list[bytes] = []
 
-        async def receive() -> dict:
-            await asyncio.Event().wait()  # the client stays
-            return {}
 
         async def send(message: dict) -> None:
             sent.append(message.get("body", b""))
 
         response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, busy_mbps=25.0)
-        await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+        await response({"type": "http", "method": "GET", "headers": []}, _stay, send)
         return b"".join(sent)
 
     async def both() -> list[bytes]:
@@ -220,15 +225,12 @@ def test_a_paced_download_reads_one_chunk_ahead(tmp_path, monkeypatch):
     monkeypatch.setattr(httpfiles, "_pause", pause)
 
     async def go() -> None:
-        async def receive() -> dict:
-            await asyncio.Event().wait()
-            return {}
 
         async def send(message: dict) -> None:
             sent[0] += len(message.get("body", b""))
 
         response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, busy_mbps=25.0)
-        await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+        await response({"type": "http", "method": "GET", "headers": []}, _stay, send)
 
     asyncio.run(go())
     httpfiles._LANES[0].shutdown()
@@ -314,9 +316,6 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
     async def go() -> None:
         hold = asyncio.Event()
 
-        async def stay() -> dict:
-            await asyncio.Event().wait()
-            return {}
 
         async def request(method: str = "GET", held: bool = False, headers: list | None = None) -> list[dict]:
             sent: list[dict] = []
@@ -327,7 +326,7 @@ def test_past_max_downloads_a_download_is_refused_with_429_and_retry_after(tmp_p
                     await hold.wait()  # a slow client: the body stays in flight
 
             response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=2)
-            await response({"type": "http", "method": method, "headers": headers or []}, stay, send)
+            await response({"type": "http", "method": method, "headers": headers or []}, _stay, send)
             return sent
 
         slow = [asyncio.create_task(request(held=True)) for _ in range(2)]
@@ -373,9 +372,6 @@ def test_a_client_that_takes_nothing_is_dropped_and_frees_its_place(tmp_path, mo
     sent: list[dict] = []
 
     async def go() -> None:
-        async def stay() -> dict:
-            await asyncio.Event().wait()
-            return {}
 
         async def send(message: dict) -> None:
             sent.append(message)
@@ -384,7 +380,7 @@ def test_a_client_that_takes_nothing_is_dropped_and_frees_its_place(tmp_path, mo
 
         response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=1,
                                                 filename="m.safetensors")
-        await asyncio.wait_for(response({"type": "http", "method": "GET", "headers": []}, stay, send), 30)
+        await asyncio.wait_for(response({"type": "http", "method": "GET", "headers": []}, _stay, send), 30)
 
     with caplog.at_level("WARNING", logger="zoo.httpfiles"):
         asyncio.run(go())
@@ -408,16 +404,13 @@ def test_a_download_cut_off_by_shutdown_logs_one_line_not_a_traceback(tmp_path, 
     async def go() -> None:
         started = asyncio.Event()
 
-        async def stay() -> dict:
-            await asyncio.Event().wait()
-            return {}
 
         async def send(message: dict) -> None:
             started.set()
             await asyncio.Event().wait()  # a slow client
 
         response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, filename="m.safetensors")
-        task = asyncio.create_task(response({"type": "http", "method": "GET", "headers": []}, stay, send))
+        task = asyncio.create_task(response({"type": "http", "method": "GET", "headers": []}, _stay, send))
         await started.wait()
         task.cancel("Task cancelled, timeout graceful shutdown exceeded")
         await task  # returns: uvicorn then closes the connection
