@@ -64,18 +64,16 @@ def _own_upload_folder() -> None:
 def serve(settings: zoo.Settings | None = None) -> None:
     """Serve the app until SIGINT/SIGTERM. Requests in flight then get ZOO_SHUTDOWN_S seconds; after that
     uvicorn closes the connections and ends the process with the signal, and the kernel ends any ONNX
-    export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG)."""
-    import uvicorn
-
-    from zoo import residency
+    export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG). A connection whose client takes
+    nothing for `serving.CONNECTION_TIMEOUT_S` is aborted by the kernel."""
+    from zoo import residency, serving
 
     residency.limit_malloc_arenas()  # before any server thread: freed memory is reused, not kept per thread
     settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
     app = build_app(settings)
     residency.freeze_startup_objects()  # full garbage collections then skip the app's own long-lived objects
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=settings.shutdown_s)
+    serving.run(app, host=settings.host, port=settings.port, shutdown_s=settings.shutdown_s)
 
 
 def main() -> int:

@@ -8,6 +8,8 @@ import time
 
 import uvicorn
 
+from zoo import serving
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -20,7 +22,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
+        self._server = serving.Server(config)  # the app's own server class (its connection rule)
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)
 
     def start(self, timeout: float = 30.0) -> LiveServer:
