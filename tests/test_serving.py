@@ -70,3 +70,47 @@ def test_a_client_that_stops_reading_is_aborted_and_frees_its_place(tmp_path, mo
     finally:
         stalled.close()
         server.stop()
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes `sock` within `seconds` (what it sends meanwhile is read and dropped)."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(1 << 16) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, monkeypatch):
+    """Before: uvicorn kept a connection that sent nothing, or headers a line at a time, for ever (slowloris)."""
+    monkeypatch.setattr(serving, "HEADERS_S", 1.0)
+    path = tmp_path / "w.bin"
+    path.write_bytes(os.urandom(3 << 20))
+    server = LiveServer(_app(path)).start()
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        silent, partial, second, downloading = socks
+        partial.sendall(b"GET /file HTTP/1.1\r\nHost: zoo\r\n")  # and never the blank line
+        second.sendall(b"GET /file HTTP/1.1\r\nHost: zoo\r\nRange: bytes=0-9\r\n\r\n")
+        assert second.recv(1 << 12).startswith(b"HTTP/1.1 206")
+        second.sendall(b"GET /file HTTP/1.1\r\n")  # a keep-alive connection's next request, never finished
+        # a request whose headers came in time is not timed: a download slower than HEADERS_S completes
+        downloading.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        downloading.sendall(b"GET /file HTTP/1.1\r\nHost: zoo\r\n\r\n")
+        started, got = time.monotonic(), b""
+        while len(got) < path.stat().st_size or b"\r\n\r\n" not in got[:4096]:
+            got += downloading.recv(1 << 16)
+            time.sleep(0.02)  # about 3 MB/s: takes longer than HEADERS_S
+        assert time.monotonic() - started > 1.0 and got.endswith(path.read_bytes()[-1000:])
+        for sock in (silent, partial, second):
+            assert _closed_within(sock, 3.0)
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()

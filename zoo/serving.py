@@ -1,12 +1,16 @@
-"""uvicorn's server, with a kernel-enforced end for connections whose client stops taking data.
+"""uvicorn's server, with an end for connections that hold a socket without making progress.
 
-A download whose client takes nothing is dropped by the app after `httpfiles.STALL_S`, but ASGI gives the app
-no way to abort a connection: uvicorn's close first sends what is queued (a few MB in the kernel), so the
-socket stayed open for as long as the client kept it. TCP_USER_TIMEOUT on the listening socket, which every
-accepted connection inherits (Linux), has the kernel abort a connection whose sent data stays unacknowledged,
-or whose client's receive window stays shut, for CONNECTION_TIMEOUT_S: a reader that stopped, or a peer that
-vanished without a FIN or an RST (by default the kernel retransmits for about 15 minutes). Idle keep-alive
-connections and slow readers that take data now and then are not affected.
+Requests that never come: a connection must send each request's headers within HEADERS_S of opening (or of
+its last response). uvicorn waits for them for ever, so clients that open connections and send nothing, or a
+header line now and then (slowloris), could hold every file descriptor the process may open.
+
+Readers that stop: a download whose client takes nothing is dropped by the app after `httpfiles.STALL_S`,
+but ASGI gives the app no way to abort a connection: uvicorn's close first sends what is queued (a few MB in
+the kernel), so the socket stayed open for as long as the client kept it. TCP_USER_TIMEOUT on the listening
+socket, which every accepted connection inherits (Linux), has the kernel abort a connection whose sent data
+stays unacknowledged, or whose client's receive window stays shut, for CONNECTION_TIMEOUT_S: a reader that
+stopped, or a peer that vanished without a FIN or an RST (by default the kernel retransmits for about 15
+minutes). Idle keep-alive connections and slow readers that take data now and then are not affected.
 """
 
 from __future__ import annotations
@@ -21,16 +25,56 @@ from uvicorn.server import STARTUP_FAILURE
 from zoo import httpfiles
 
 CONNECTION_TIMEOUT_S = httpfiles.STALL_S + 15  # after the app's own drop, which logs why
+HEADERS_S = 20.0  # nginx's client_header_timeout is 60 s; a request's headers travel in one packet or a few
 
 
 class Server(uvicorn.Server):
-    """`uvicorn.Server` whose listening TCP sockets carry TCP_USER_TIMEOUT (see the module's docstring)."""
+    """`uvicorn.Server` with the header deadline and, on its listening TCP sockets, TCP_USER_TIMEOUT (see the
+    module's docstring)."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.config.http_protocol_class = _with_header_deadline(self.config.http_protocol_class)
         await super().startup(sockets)
         for server in getattr(self, "servers", []):
             for sock in server.sockets or ():
                 limit_unacknowledged(sock, CONNECTION_TIMEOUT_S)
+
+
+def _with_header_deadline(protocol_class: type) -> type:
+    """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
+    HEADERS_S of opening or of its last response. A request has started when the protocol made a new cycle for
+    it; what the request then does (a slow upload, a long download) is not timed here."""
+    if getattr(protocol_class, "headers_s_applied", False):
+        return protocol_class
+
+    class Protocol(protocol_class):
+        headers_s_applied = True
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._await_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._await_headers()
+
+        def _waiting(self) -> bool:  # for a request: none yet, or the last one answered (not upgraded away)
+            return (
+                not self.transport.is_closing()
+                and self.transport.get_protocol() is self
+                and (self.cycle is None or self.cycle.response_complete)
+            )
+
+        def _await_headers(self) -> None:
+            if self._waiting():  # (a pipelined request may have started already)
+                self.loop.call_later(HEADERS_S, self._headers_due, self.cycle)
+
+        def _headers_due(self, waited_on) -> None:
+            if self.cycle is waited_on and self._waiting():
+                self.transport.close()
+
+    Protocol.__name__ = Protocol.__qualname__ = protocol_class.__name__
+    return Protocol
 
 
 def limit_unacknowledged(sock, seconds: float) -> bool:
