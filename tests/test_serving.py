@@ -9,7 +9,8 @@ import sys
 import time
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 
 from tests.liveserver import LiveServer
 from zoo import httpfiles, serving
@@ -113,4 +114,37 @@ def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, m
     finally:
         for sock in socks:
             sock.close()
+        server.stop()
+
+
+def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkeypatch):
+    """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    got: list = []
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(request: Request):
+        try:
+            got.append(len(await request.body()))
+        except ClientDisconnect:
+            got.append("disconnected")
+        return {"bytes": got[-1]}
+
+    server = LiveServer(app).start()
+    head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n"
+    stalled, trickling = (socket.create_connection(("127.0.0.1", server.port)) for _ in range(2))
+    try:
+        stalled.sendall(head + b"x" * 100)  # then nothing
+        trickling.sendall(head)
+        for _ in range(10):  # 100 bytes every 0.3 s: slow, but it keeps coming
+            trickling.sendall(b"y" * 100)
+            time.sleep(0.3)
+        answer = trickling.recv(1 << 12)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"bytes":1000}')
+        assert _closed_within(stalled, 3.0)
+        assert sorted(got, key=str) == [1000, "disconnected"]  # the stalled one's handler saw the disconnect
+    finally:
+        stalled.close()
+        trickling.close()
         server.stop()

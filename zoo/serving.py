@@ -2,7 +2,8 @@
 
 Requests that never come: a connection must send each request's headers within HEADERS_S of opening (or of
 its last response). uvicorn waits for them for ever, so clients that open connections and send nothing, or a
-header line now and then (slowloris), could hold every file descriptor the process may open.
+header line now and then (slowloris), could hold every file descriptor the process may open. Likewise a
+request body that stops arriving (no byte for BODY_IDLE_S while the server is reading it) ends its connection.
 
 Readers that stop: a download whose client takes nothing is dropped by the app after `httpfiles.STALL_S`,
 but ASGI gives the app no way to abort a connection: uvicorn's close first sends what is queued (a few MB in
@@ -26,6 +27,7 @@ from zoo import httpfiles
 
 CONNECTION_TIMEOUT_S = httpfiles.STALL_S + 15  # after the app's own drop, which logs why
 HEADERS_S = 20.0  # nginx's client_header_timeout is 60 s; a request's headers travel in one packet or a few
+BODY_IDLE_S = 60.0  # nginx's client_body_timeout: the most time between two reads of a request's body
 
 
 class Server(uvicorn.Server):
@@ -42,17 +44,48 @@ class Server(uvicorn.Server):
 
 def _with_header_deadline(protocol_class: type) -> type:
     """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
-    HEADERS_S of opening or of its last response. A request has started when the protocol made a new cycle for
-    it; what the request then does (a slow upload, a long download) is not timed here."""
+    HEADERS_S of opening or of its last response, or whose request body stops arriving for BODY_IDLE_S while
+    the server reads it. A request has started when the protocol made a new cycle for it; how long the request
+    then takes (a slow upload that keeps coming, a long download) is not limited here."""
     if getattr(protocol_class, "headers_s_applied", False):
         return protocol_class
 
     class Protocol(protocol_class):
         headers_s_applied = True
 
+        body_timer = None  # armed while a request's body is coming in
+        last_data = 0.0
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            self.last_data = self.loop.time()
+            super().data_received(data)
+            if self.body_timer is None and self._body_incoming():
+                self.body_timer = self.loop.call_later(BODY_IDLE_S, self._body_due)
+
+        def _body_incoming(self) -> bool:
+            cycle = self.cycle
+            return (
+                cycle is not None
+                and cycle.more_body
+                and not cycle.response_complete
+                and not self.transport.is_closing()
+            )
+
+        def _body_due(self) -> None:
+            self.body_timer = None
+            if not self._body_incoming():
+                return
+            if self.flow.read_paused:  # the app has not taken what came: not the client's delay
+                self.last_data = self.loop.time()
+            idle = self.loop.time() - self.last_data
+            if idle >= BODY_IDLE_S:
+                self.transport.close()  # the app's next receive() gets http.disconnect
+            else:
+                self.body_timer = self.loop.call_later(BODY_IDLE_S - idle, self._body_due)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
