@@ -76,6 +76,13 @@ def test_an_unsatisfiable_range_is_a_json_416_with_the_size(client, url):
     assert body["status"] == 416 and body["code"] == "range_not_satisfiable" and str(size) in body["message"]
     stale = client.get(url, headers={"Range": f"bytes={size}-", "If-Range": '"an-old-version"'})
     assert stale.status_code == 200 and len(stale.content) == size  # If-Range no longer holds: the whole file
+    whole = client.get(url).content  # a set with one satisfiable range is served (RFC 9110 §14.1.2), not 416
+    part = client.get(url, headers={"Range": f"bytes=0-9,{size + 999999}-"})
+    assert part.status_code == 206 and part.content == whole[:10] and part.headers["content-range"] == \
+        f"bytes 0-9/{size}"
+    two = client.get(url, headers={"Range": f"bytes={size}-,-5,0-1"})
+    assert two.status_code == 206 and two.headers["content-type"].startswith("multipart/byteranges")
+    assert whole[:2] in two.content and whole[-5:] in two.content
 
 
 def test_small_files_have_the_hubs_etag_the_git_blob_id(client):

@@ -183,6 +183,21 @@ class WeightFileResponse(FileResponse):
     def name(self) -> str:
         return self.filename or self.path.name
 
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        """Starlette's parser, except that a range starting past the end is dropped when another one in the set
+        is satisfiable (RFC 9110 §14.1.2: the set is satisfiable if any of its ranges is); Starlette answered
+        416 for `bytes=0-9,999999999-`. Only a set with no satisfiable range raises RangeNotSatisfiable."""
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except RangeNotSatisfiable:
+            units, _, spec = http_range.partition("=")
+            kept = [part for part in spec.split(",") if any(0 <= start < file_size
+                                                             for start, _ in cls._parse_ranges(part, file_size))]
+            if not kept or len(kept) == len(spec.split(",")):
+                raise
+            return super()._parse_range_header(f"{units}={','.join(kept)}", file_size)
+
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """429 for ZOO_MAX_DOWNLOADS; logged at most every REFUSALS_LOGGED_EVERY_S, with the count since."""
         limit, now = self.max_sending, _clock()
