@@ -288,7 +288,7 @@ def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
     before = _rss(pid)["VmRSS"]
     status = browser.classify(buf.getvalue(), TAG)
     wide = _rss(pid)["VmHWM"] - before
-    print(f"a {len(buf.getvalue())}-byte 4000x1 PNG: HTTP {status}, peak RSS +{wide:.0f} MB", flush=True)
+    print(f"a {len(buf.getvalue())}-byte 4000x1 PNG: HTTP {status}, peak RSS {wide:+.0f} MB", flush=True)
 
     baseline = _rss(pid)["VmRSS"]
     _reset_peak(pid)

@@ -53,12 +53,20 @@ def _with_header_deadline(protocol_class: type) -> type:
     class Protocol(protocol_class):
         headers_s_applied = True
 
+        headers_timer = None  # armed while the connection waits for a request
         body_timer = None  # armed while a request's body is coming in
         last_data = 0.0
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._await_headers()
+
+        def connection_lost(self, exc) -> None:
+            super().connection_lost(exc)
+            for timer in (self.headers_timer, self.body_timer):  # a pending timer would keep this object alive
+                if timer is not None:
+                    timer.cancel()
+            self.headers_timer = self.body_timer = None
 
         def data_received(self, data: bytes) -> None:
             self.last_data = self.loop.time()
@@ -99,10 +107,14 @@ def _with_header_deadline(protocol_class: type) -> type:
             )
 
         def _await_headers(self) -> None:
+            if self.headers_timer is not None:  # one timer per connection, however many requests it makes
+                self.headers_timer.cancel()
+                self.headers_timer = None
             if self._waiting():  # (a pipelined request may have started already)
-                self.loop.call_later(HEADERS_S, self._headers_due, self.cycle)
+                self.headers_timer = self.loop.call_later(HEADERS_S, self._headers_due, self.cycle)
 
         def _headers_due(self, waited_on) -> None:
+            self.headers_timer = None
             if self.cycle is waited_on and self._waiting():
                 self.transport.close()
 
