@@ -427,3 +427,51 @@ def test_a_download_cut_off_by_shutdown_logs_one_line_not_a_traceback(tmp_path, 
     said = [r.getMessage() for r in caplog.records]
     assert said == ["download of m.safetensors cut off: the server is shutting down"]
     assert httpfiles._SENDING == [0]
+
+
+def test_retry_after_estimates_when_a_place_frees(tmp_path, monkeypatch):
+    """Retry-After is the time until the first body in flight should end at its rate so far, or be dropped for
+    stalling, within 1..RETRY_AFTER_MAX_S; RETRY_AFTER_S while no body has moved for ESTIMATE_AFTER_S. Before,
+    always 5 s: huggingface_hub gave up after five retries (30 s) while slow downloads held every place."""
+    import asyncio
+    import os
+
+    monkeypatch.setattr(httpfiles, "_SENDING", [0])
+    monkeypatch.setattr(httpfiles, "_IN_FLIGHT", {})
+    now = [1000.0]
+    monkeypatch.setattr(httpfiles, "_clock", lambda: now[0])
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x05" * (3 * httpfiles.CHUNK))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    async def go() -> list[str]:
+        hold, seen = asyncio.Event(), []
+
+        async def request(hold_after: int | None = None) -> list[dict]:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+                if hold_after is not None and len(sent) > hold_after:
+                    await hold.wait()  # takes the headers and `hold_after - 1` chunks, then nothing
+
+            response = httpfiles.WeightFileResponse(path, stat_result=os.stat(path), sha256=sha, max_sending=2)
+            await response({"type": "http", "method": "GET", "headers": []}, _stay, send)
+            return sent
+
+        slow = [asyncio.create_task(request(hold_after=2)) for _ in range(2)]  # one chunk of three sent each
+        while sum(p[2] for p in httpfiles._IN_FLIGHT.values()) < 2 * httpfiles.CHUNK:
+            await asyncio.sleep(0)
+        for t in (1001.0, 1010.0, 1040.0, 1100.0):
+            now[0] = t
+            refused = await request()
+            assert refused[0]["status"] == 429
+            seen.append(dict(refused[0]["headers"])[b"retry-after"].decode())
+        hold.set()
+        await asyncio.gather(*slow)
+        assert httpfiles._IN_FLIGHT == {} and httpfiles._SENDING == [0]
+        return seen
+
+    # 1 s in: too soon to tell (5); at 10 s, one chunk of three in 10 s: 20 s to go; at 40 s: the rate says 80 s
+    # more, but a body that has not moved for 40 s is dropped at 60 s: 20 s; at 100 s: dropped any moment (1)
+    assert asyncio.run(go()) == ["5", "20", "20", "1"]

@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -34,7 +35,11 @@ AHEAD = 3  # chunks read and hashed ahead of the one being sent: the hash (the s
 # a paced download sends its chunks in pieces: with N downloads sharing the pace, each waits N x 2.6 ms between
 # pieces at 25 MB/s, not N x 42 ms per MiB (and never more than _SharedPace.MAX_WAIT_S)
 PACED_PIECE = 64 * 1024
-RETRY_AFTER_S = 5  # what a download refused for ZOO_MAX_DOWNLOADS is told to wait (Hub clients retry on 429)
+# what a download refused for ZOO_MAX_DOWNLOADS is told to wait (Hub clients retry on 429, five times): when the
+# bodies in flight have moved for long enough, the time until the first of them should end, within these bounds
+RETRY_AFTER_S = 5  # when no estimate can be made yet
+RETRY_AFTER_MAX_S = 60
+ESTIMATE_AFTER_S = 2.0  # a body's rate over its first seconds says little (kernel buffers fill at once)
 REFUSALS_LOGGED_EVERY_S = 10.0  # a flood of refused downloads logs a line this often, not one per request
 # a download whose client has not taken one message (a 1 MiB chunk, or a 64 KiB piece while paced) after this long is
 # dropped and its place freed: a floor of about 17 KB/s. uvicorn's send waits for its write buffer to drain, so this
@@ -42,6 +47,7 @@ REFUSALS_LOGGED_EVERY_S = 10.0  # a flood of refused downloads logs a line this 
 # its queued bytes go out or the client leaves: ASGI gives no way to abort it.
 STALL_S = 60
 _SENDING = [0]  # file bodies being sent now, whole or ranges (touched on the event loop only)
+_IN_FLIGHT: dict[int, list[float]] = {}  # id -> [started at, bytes to send, bytes sent, last sent at], each body
 _REFUSED = {"count": 0, "logged_at": float("-inf")}
 
 
@@ -108,17 +114,37 @@ class _Stalled(Exception):
     """One message was not taken within STALL_S."""
 
 
-def _patient(send: Send) -> Send:
-    """`send`, giving up (`_Stalled`) when one message waits STALL_S for the client to take what is queued."""
+def _patient(send: Send, progress: list[float]) -> Send:
+    """`send`, giving up (`_Stalled`) when one message waits STALL_S for the client to take what is queued, and
+    counting into `progress` ([started at, bytes to send, bytes sent, last sent at]) the body and what has gone."""
 
     async def patient(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            length = Headers(raw=message.get("headers", [])).get("content-length", "")
+            progress[1] = int(length) if length.isdigit() else 0
         try:
             async with asyncio.timeout(STALL_S):
                 await send(message)
         except TimeoutError:
             raise _Stalled from None
+        progress[2] += len(message.get("body", b""))
+        progress[3] = _clock()
 
     return patient
+
+
+def _retry_after() -> int:
+    """Seconds until a place among ZOO_MAX_DOWNLOADS should free: the soonest end of a body in flight, at the
+    rate it has gone so far or when it is dropped for stalling (STALL_S after it last moved), whichever comes
+    first; bodies under ESTIMATE_AFTER_S old or with nothing sent give no estimate. Between 1 and
+    RETRY_AFTER_MAX_S; RETRY_AFTER_S when there is no estimate."""
+    now, ends = _clock(), []
+    for started, total, sent, moved in _IN_FLIGHT.values():
+        if now - started >= ESTIMATE_AFTER_S and 0 < sent <= total:
+            ends.append(min((total - sent) / (sent / (now - started)), STALL_S - (now - moved)))
+    if not ends:
+        return RETRY_AFTER_S
+    return max(1, min(RETRY_AFTER_MAX_S, math.ceil(min(ends))))
 
 
 class DigestMismatch(RuntimeError):
@@ -170,14 +196,16 @@ class WeightFileResponse(FileResponse):
         if self.max_sending and _SENDING[0] >= self.max_sending:
             return await self._refuse(scope, receive, send)
         _SENDING[0] += 1
+        progress = _IN_FLIGHT[id(self)] = [_clock(), 0, 0, _clock()]
         try:
-            await super().__call__(scope, receive, _patient(send))
+            await super().__call__(scope, receive, _patient(send, progress))
         except _Stalled:
             log.warning("download of %s dropped: the client did not take a chunk within %g s", self.name, STALL_S)
         except asyncio.CancelledError:  # only uvicorn cancels a request, when ZOO_SHUTDOWN_S has run out
             log.warning("download of %s cut off: the server is shutting down", self.name)  # not a traceback
         finally:
             _SENDING[0] -= 1
+            del _IN_FLIGHT[id(self)]
 
     @property
     def name(self) -> str:
@@ -200,15 +228,15 @@ class WeightFileResponse(FileResponse):
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """429 for ZOO_MAX_DOWNLOADS; logged at most every REFUSALS_LOGGED_EVERY_S, with the count since."""
-        limit, now = self.max_sending, _clock()
+        limit, now, wait = self.max_sending, _clock(), _retry_after()
         _REFUSED["count"] += 1
         if now - _REFUSED["logged_at"] >= REFUSALS_LOGGED_EVERY_S:
             log.warning("%d download(s) refused since the last such line, %s the latest: %d files are being sent "
                         "(ZOO_MAX_DOWNLOADS=%d)", _REFUSED["count"], self.name, _SENDING[0], limit)
             _REFUSED.update(count=0, logged_at=now)
         response = error(429, "too_many_downloads", f"The server is sending {_SENDING[0]} files already, the most "
-                         f"it sends at once (ZOO_MAX_DOWNLOADS={limit}); try again in {RETRY_AFTER_S} s.",
-                         headers={"Retry-After": str(RETRY_AFTER_S)})
+                         f"it sends at once (ZOO_MAX_DOWNLOADS={limit}); try again in {wait} s.",
+                         headers={"Retry-After": str(wait)})
         await response(scope, receive, send)
 
     async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
