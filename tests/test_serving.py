@@ -148,3 +148,25 @@ def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkey
         stalled.close()
         trickling.close()
         server.stop()
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit():
+    """Every connection holds a descriptor: a server started under a soft limit of 256 (many systems start at
+    1,024) raises it to the hard limit."""
+    import resource
+    import subprocess
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here is {hard}")
+    code = "from zoo import serving; print(*serving.raise_open_files_limit())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    ).stdout.split()
+    expected = 256 if hard == resource.RLIM_INFINITY else hard
+    assert [int(v) for v in out] == [expected, hard]

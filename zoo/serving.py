@@ -131,9 +131,27 @@ def limit_unacknowledged(sock, seconds: float) -> bool:
     return True
 
 
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise the soft limit on open files to the hard one, as nginx's worker_rlimit_nofile and Go's runtime do:
+    each connection, download and upload holds a descriptor, and many systems start processes at 1,024 (a few
+    hundred browser tabs, each keeping two or three connections). Returns (soft, hard) now; None where the
+    platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft, hard
+    with contextlib.suppress(ValueError, OSError):  # a hard limit above what the kernel allows (macOS): keep it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def run(app, *, host: str, port: int, shutdown_s: float) -> None:
     """Serve `app` until SIGINT/SIGTERM, as `uvicorn.run` does (it exits with status 3 when it cannot start,
-    e.g. a port in use, which uvicorn logs), with `Server`'s connection rule."""
+    e.g. a port in use, which uvicorn logs), with `Server`'s connection rules and the open-files limit raised."""
+    raise_open_files_limit()
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_s)
     server = Server(config)
     with contextlib.suppress(KeyboardInterrupt):
