@@ -138,13 +138,12 @@ def test_the_export_child_dies_with_its_parent(tmp_path):
 
 def test_the_server_freezes_its_start_up_objects_and_still_collects_what_requests_leave(monkeypatch):
     """Full collections skip the app built at start-up (300 ms each over it), and garbage made later is freed."""
-    import uvicorn
-
     import app
+    from zoo import serving
 
     built, served, build_app = [], [], app.build_app
     monkeypatch.setattr(app, "build_app", lambda *a: (built.append(gc.get_freeze_count()), build_app(*a))[1])
-    monkeypatch.setattr(uvicorn, "run", lambda asgi, **kw: served.append(gc.get_freeze_count()))
+    monkeypatch.setattr(serving, "run", lambda asgi, **kw: served.append(gc.get_freeze_count()))
     monkeypatch.setattr(residency, "limit_malloc_arenas", lambda *a: None)  # a process-wide malloc setting
     monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # build_app sets its own; restored after the test
     try:
