@@ -43,8 +43,9 @@ ESTIMATE_AFTER_S = 2.0  # a body's rate over its first seconds says little (kern
 REFUSALS_LOGGED_EVERY_S = 10.0  # a flood of refused downloads logs a line this often, not one per request
 # a download whose client has not taken one message (a 1 MiB chunk, or a 64 KiB piece while paced) after this long is
 # dropped and its place freed: a floor of about 17 KB/s. uvicorn's send waits for its write buffer to drain, so this
-# is a rate, not "nothing taken" (a steady 13 KB/s reader is dropped too). The connection itself closes only once
-# its queued bytes go out or the client leaves: ASGI gives no way to abort it.
+# is a rate, not "nothing taken" (a steady 13 KB/s reader is dropped too). ASGI gives no way to abort the
+# connection itself: the kernel does, by `serving.CONNECTION_TIMEOUT_S` (TCP_USER_TIMEOUT), if the client still
+# takes nothing.
 STALL_S = 60
 _SENDING = [0]  # file bodies being sent now, whole or ranges (touched on the event loop only)
 _IN_FLIGHT: dict[int, list[float]] = {}  # id -> [started at, bytes to send, bytes sent, last sent at], each body
