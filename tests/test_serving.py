@@ -170,3 +170,22 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit():
     ).stdout.split()
     expected = 256 if hard == resource.RLIM_INFINITY else hard
     assert [int(v) for v in out] == [expected, hard]
+
+
+def test_a_range_with_a_latin_1_digit_is_ignored_not_a_500(tmp_path):
+    """(zoo.httpfiles) Header values are Latin-1: "²" (0xB2) passed str.isdigit, then failed int() (a 500 and a
+    traceback), and `bytes=²-` got Starlette's plain-text 400. RFC 9110 §14.2: a Range that does not parse is
+    ignored. A live server: the test client re-encodes such a byte as UTF-8."""
+    path = tmp_path / "w.bin"
+    path.write_bytes(os.urandom(5000))
+    server = LiveServer(_app(path)).start()
+    try:
+        for value in (b"bytes=0-\xb2", b"bytes=\xb2-", b"bytes=\xb3-\xb9", b"bytes=0-9,\xb9-"):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(b"GET /file HTTP/1.1\r\nHost: zoo\r\nConnection: close\r\nRange: " + value + b"\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(1 << 16):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(path.read_bytes()), value
+    finally:
+        server.stop()

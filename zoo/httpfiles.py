@@ -305,7 +305,8 @@ def _parses(value: str) -> bool:
         return False
     for part in spec.split(","):
         first, dash, last = (p.strip() for p in part.partition("-"))
-        if not dash or not (first or last) or not all(p == "" or p.isdigit() for p in (first, last)):
+        # ASCII digits only: str.isdigit() takes "²" (a Latin-1 header byte), which int() then refuses (a 500)
+        if not dash or not (first or last) or not all(p == "" or (p.isascii() and p.isdigit()) for p in (first, last)):
             return False
         if first and last and int(first) > int(last):
             return False
