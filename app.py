@@ -18,6 +18,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     `/docs` and `/redoc` load Swagger UI and ReDoc from files shipped in `fastapi_offline`, never a CDN."""
     settings = settings or zoo.get_settings()
     _own_upload_folder()
+    _sweep_abandoned_uploads(settings)
     app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__, docs_url=None, redoc_url=None)
     docpages.install(app)
     api.install(app)
@@ -35,6 +36,19 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
 
 
 UPLOADS_PREFIX = "resnet-zoo-uploads-"
+
+
+def _sweep_abandoned_uploads(settings: zoo.Settings) -> None:
+    """Partial uploads whose client left stay in Gradio's upload folder (`zoo.uploads`): deleted once older than
+    ZOO_UPLOAD_TTL_S, and never before the server would have ended their body for lack of data."""
+    import os
+    from pathlib import Path
+
+    from zoo import serving, uploads
+
+    folder = os.environ.get("GRADIO_TEMP_DIR")
+    if folder:
+        uploads.start_sweeper(Path(folder), max(settings.upload_ttl_s, serving.BODY_IDLE_S + 10))
 
 
 def _own_upload_folder() -> None:

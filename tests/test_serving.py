@@ -189,3 +189,51 @@ def test_a_range_with_a_latin_1_digit_is_ignored_not_a_500(tmp_path):
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(path.read_bytes()), value
     finally:
         server.stop()
+
+
+def test_an_upload_cut_off_leaves_a_file_that_the_sweeper_removes(tmp_path, monkeypatch):
+    """(zoo.uploads) Gradio streams an upload into a top-level tmp* file and moves it into its cache only when the
+    body is complete; an upload whose client stopped left that file for ever (300 cut-off uploads, 300 files,
+    still there after twice ZOO_UPLOAD_TTL_S). build_app starts a sweeper for the upload folder."""
+    from pathlib import Path
+
+    from app import build_app
+    from zoo import uploads
+
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    server = LiveServer(build_app()).start()
+    folder = Path(os.environ["GRADIO_TEMP_DIR"])
+    assert folder in uploads._SWEEPERS and uploads._SWEEPERS[folder].is_alive()
+    before = set(folder.glob("tmp*"))
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        boundary = b"zooboundary"
+        part = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + b"\x89PNG" + b"x" * 5000)
+        sock.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n\r\n" + part)
+        assert _closed_within(sock, 5.0)  # BODY_IDLE_S ended it
+        left = set(folder.glob("tmp*")) - before
+        assert len(left) == 1 and next(iter(left)).stat().st_size >= 5000  # the partial file, left behind
+        assert uploads.sweep_abandoned(folder, older_than_s=3600) == 0  # too new: could be an upload going on
+        time.sleep(1.1)
+        assert uploads.sweep_abandoned(folder, older_than_s=1.0) >= 1 and not set(folder.glob("tmp*")) & left
+    finally:
+        sock.close()
+        server.stop()
+
+
+def test_the_sweeper_keeps_what_is_not_an_abandoned_upload(tmp_path):
+    from zoo import uploads
+
+    old = time.time() - 100
+    for name in ("tmpold", "tmpnew", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "abc123").mkdir()
+    (tmp_path / "abc123" / "tmpcached.png").write_bytes(b"x")  # a completed upload in Gradio's cache
+    (tmp_path / "tmpdir").mkdir()
+    for path in (tmp_path / "tmpold", tmp_path / "notes.txt", tmp_path / "abc123" / "tmpcached.png"):
+        os.utime(path, (old, old))
+    assert uploads.sweep_abandoned(tmp_path, older_than_s=50) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["abc123", "notes.txt", "tmpcached.png", "tmpdir", "tmpnew"]
+    assert uploads.sweep_abandoned(tmp_path / "missing", older_than_s=1) == 0

@@ -1,0 +1,58 @@
+"""Abandoned upload files: what Gradio's own cache cleaning never sees.
+
+Gradio streams an upload into a `tmp*` file at the top of its upload folder (GRADIO_TEMP_DIR) and, once the body
+is complete, moves it into a folder named by its hash; `Blocks(delete_cache=...)` deletes those after
+ZOO_UPLOAD_TTL_S. An upload whose client leaves or stops sending (the server ends such a body after
+`serving.BODY_IDLE_S`) leaves its `tmp*` file where it was, for ever: 300 cut-off uploads left 300 files. A
+sweeper deletes top-level `tmp*` files not written to for longer than the age given, which is longer than any
+upload in progress can go without a write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SWEEPERS: dict[Path, threading.Thread] = {}
+_LOCK = threading.Lock()
+
+
+def sweep_abandoned(folder: Path, older_than_s: float) -> int:
+    """Delete the `tmp*` files at the top of `folder` last written over `older_than_s` ago; returns how many."""
+    cutoff, removed = time.time() - older_than_s, 0
+    try:
+        entries = list(folder.glob("tmp*"))
+    except OSError:
+        return 0
+    for path in entries:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile (moved into the cache by its completed upload), or not ours to delete
+            continue
+    if removed:
+        log.info("removed %d abandoned partial upload(s) from %s", removed, folder)
+    return removed
+
+
+def start_sweeper(folder: Path, older_than_s: float) -> threading.Thread:
+    """Sweep `folder` every older_than_s / 2 (5 s to 5 min) in a daemon thread; one per folder and process."""
+    folder = Path(folder)
+    every_s = min(max(older_than_s / 2, 5.0), 300.0)
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            sweep_abandoned(folder, older_than_s)
+
+    with _LOCK:
+        thread = _SWEEPERS.get(folder)
+        if thread is None:
+            thread = _SWEEPERS[folder] = threading.Thread(target=loop, name="zoo-upload-sweeper", daemon=True)
+            thread.start()
+    return thread
