@@ -17,10 +17,12 @@ minutes). Idle keep-alive connections and slow readers that take data now and th
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import sys
 
 import uvicorn
+from starlette.requests import ClientDisconnect
 from uvicorn.server import STARTUP_FAILURE
 
 from zoo import httpfiles
@@ -36,10 +38,27 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.config.http_protocol_class = _with_header_deadline(self.config.http_protocol_class)
+        errors = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _OneLineForCutOffBodies) for f in errors.filters):
+            errors.addFilter(_OneLineForCutOffBodies())
         await super().startup(sockets)
         for server in getattr(self, "servers", []):
             for sock in server.sockets or ():
                 limit_unacknowledged(sock, CONNECTION_TIMEOUT_S)
+
+
+class _OneLineForCutOffBodies(logging.Filter):
+    """A route reading a body its client cut off (left, or stopped sending: BODY_IDLE_S) raises Starlette's
+    ClientDisconnect, which uvicorn logged as an error with a 60-line traceback (Gradio's upload route does not
+    catch it): one warning line instead, so hostile uploads cannot flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ClientDisconnect):
+            record.msg, record.args = "a request was cut off: its client left or stopped sending its body", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _with_header_deadline(protocol_class: type) -> type:
