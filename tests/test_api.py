@@ -125,7 +125,9 @@ def test_single_ranges_are_byte_exact(client, stored, spec, start, end):
 def test_unsatisfiable_ignored_and_multiple_ranges(client, stored):
     r = client.get(URL, headers={"Range": f"bytes={len(stored)}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(stored)}"
-    for ignored in ("items=0-10", "bytes=abc", "bytes=10-5"):  # RFC 9110 §14.2: not understood → whole file
+    long = "9" * 4301  # int() refuses over 4,300 digits: a 500, or Starlette's text 400 for one-sided ranges
+    for ignored in ("items=0-10", "bytes=abc", "bytes=10-5", f"bytes=0-{long}", f"bytes={long}-", f"bytes=-{long}",
+                    f"bytes=1-{long[:19]}"):  # RFC 9110 §14.2: not understood → whole file
         r = client.get(URL, headers={"Range": ignored})
         assert r.status_code == 200 and len(r.content) == len(stored), ignored
     r = client.get(URL, headers={"Range": "bytes=0-9,100-109"})

@@ -190,8 +190,8 @@ class WeightFileResponse(FileResponse):
                                  f"No requested range ({value[:100]}) starts inside the file's {size} bytes.",
                                  headers={**keep, "Content-Range": f"bytes */{size}"})
                 return await response(scope, receive, send)
-            except MalformedRangeHeader:
-                pass
+            except MalformedRangeHeader:  # ignored (RFC 9110 §14.2): Starlette would answer a text 400
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
         if scope.get("method") == "HEAD":
             return await super().__call__(scope, receive, send)
         if self.max_sending and _SENDING[0] >= self.max_sending:
@@ -299,14 +299,19 @@ class WeightFileResponse(FileResponse):
         await send({"type": "http.response.body", "body": chunk, "more_body": False})
 
 
+MAX_RANGE_DIGITS = 18
+
+
 def _parses(value: str) -> bool:
     unit, _, spec = value.partition("=")
     if unit.strip().lower() != "bytes" or not spec.strip():
         return False
     for part in spec.split(","):
         first, dash, last = (p.strip() for p in part.partition("-"))
-        # ASCII digits only: str.isdigit() takes "²" (a Latin-1 header byte), which int() then refuses (a 500)
-        if not dash or not (first or last) or not all(p == "" or (p.isascii() and p.isdigit()) for p in (first, last)):
+        # ASCII digits only: str.isdigit() takes "²" (a Latin-1 header byte), which int() then refuses (a 500); and
+        # at most MAX_RANGE_DIGITS of them: int() refuses over 4,300 digits (a 500), and no file is 10**18 bytes
+        if not dash or not (first or last) or not all(
+                p == "" or (p.isascii() and p.isdigit() and len(p) <= MAX_RANGE_DIGITS) for p in (first, last)):
             return False
         if first and last and int(first) > int(last):
             return False

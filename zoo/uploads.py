@@ -4,13 +4,15 @@ Gradio streams an upload into a `tmp*` file at the top of its upload folder (GRA
 is complete, moves it into a folder named by its hash; `Blocks(delete_cache=...)` deletes those after
 ZOO_UPLOAD_TTL_S. An upload whose client leaves or stops sending (the server ends such a body after
 `serving.BODY_IDLE_S`) leaves its `tmp*` file where it was, for ever: 300 cut-off uploads left 300 files. A
-sweeper deletes top-level `tmp*` files not written to for longer than the age given, which is longer than any
-upload in progress can go without a write.
+sweeper deletes top-level `tmp*` files not written to for longer than the age given and not open in this process
+(Gradio writes through a 4 KiB buffer, so a slow upload in progress can leave its file's mtime old).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -28,9 +30,10 @@ def sweep_abandoned(folder: Path, older_than_s: float) -> int:
         entries = list(folder.glob("tmp*"))
     except OSError:
         return 0
+    in_use = _open_files() if entries else set()
     for path in entries:
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff and str(path) not in in_use:
                 path.unlink()
                 removed += 1
         except OSError:  # gone meanwhile (moved into the cache by its completed upload), or not ours to delete
@@ -38,6 +41,19 @@ def sweep_abandoned(folder: Path, older_than_s: float) -> int:
     if removed:
         log.info("removed %d abandoned partial upload(s) from %s", removed, folder)
     return removed
+
+
+def _open_files() -> set[str]:
+    """The paths this process has open (Linux's /proc/self/fd; empty elsewhere, where mtime alone decides)."""
+    fds, paths = Path("/proc/self/fd"), set()
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return paths
+    for name in names:
+        with contextlib.suppress(OSError):
+            paths.add(os.readlink(fds / name))
+    return paths
 
 
 def start_sweeper(folder: Path, older_than_s: float) -> threading.Thread:

@@ -49,7 +49,8 @@ def build_demo(settings: Settings | None = None, rest_routes: Iterable[Any] = ()
         @user_errors
         def status(request: gr.Request) -> tuple[str, str]:
             """Which default weights are missing, and this API guide for this server."""
-            base = f"{request.headers.get('x-forwarded-proto', request.url.scheme)}://{request.headers['host']}"
+            host = request.headers.get("host") or request.url.netloc  # HTTP/1.0 clients may send no Host
+            base = f"{request.headers.get('x-forwarded-proto', request.url.scheme)}://{host}"
             return (views.banner(compare.default_tags(), settings),
                     apidoc.render(demo.get_api_info(), rest_routes, base))
 
