@@ -74,6 +74,14 @@ def test_a_client_that_stops_reading_is_aborted_and_frees_its_place(tmp_path, mo
         server.stop()
 
 
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(1 << 16):
+        answer += chunk
+    return answer
+
+
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
     """Whether the server closes `sock` within `seconds` (what it sends meanwhile is read and dropped)."""
     sock.settimeout(0.2)
@@ -184,9 +192,7 @@ def test_a_range_with_a_latin_1_digit_is_ignored_not_a_500(tmp_path):
         for value in (b"bytes=0-\xb2", b"bytes=\xb2-", b"bytes=\xb3-\xb9", b"bytes=0-9,\xb9-"):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 sock.sendall(b"GET /file HTTP/1.1\r\nHost: zoo\r\nConnection: close\r\nRange: " + value + b"\r\n\r\n")
-                answer = b""
-                while chunk := sock.recv(1 << 16):
-                    answer += chunk
+                answer = _read_all(sock)
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(path.read_bytes()), value
     finally:
         server.stop()
@@ -276,9 +282,7 @@ def test_the_page_status_call_without_a_host_header_is_not_a_500():
                 b"POST /gradio_api/run/status HTTP/1.0\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
-            answer = b""
-            while chunk := sock.recv(1 << 16):
-                answer += chunk
+            answer = _read_all(sock)
         assert answer.startswith(b"HTTP/1.1 200") and b"127.0.0.1" in answer, answer[:300]
     finally:
         server.stop()

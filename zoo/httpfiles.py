@@ -177,7 +177,7 @@ class WeightFileResponse(FileResponse):
         request = Headers(scope=scope)
         value = request.get("range")
         if value is not None and not _parses(value):
-            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+            scope = _without_range(scope)
         elif value is not None and self.stat_result is not None:
             if_range = request.get("if-range")
             try:
@@ -191,7 +191,7 @@ class WeightFileResponse(FileResponse):
                                  headers={**keep, "Content-Range": f"bytes */{size}"})
                 return await response(scope, receive, send)
             except MalformedRangeHeader:  # ignored (RFC 9110 §14.2): Starlette would answer a text 400
-                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+                scope = _without_range(scope)
         if scope.get("method") == "HEAD":
             return await super().__call__(scope, receive, send)
         if self.max_sending and _SENDING[0] >= self.max_sending:
@@ -221,9 +221,10 @@ class WeightFileResponse(FileResponse):
             return super()._parse_range_header(http_range, file_size)
         except RangeNotSatisfiable:
             units, _, spec = http_range.partition("=")
-            kept = [part for part in spec.split(",") if any(0 <= start < file_size
-                                                             for start, _ in cls._parse_ranges(part, file_size))]
-            if not kept or len(kept) == len(spec.split(",")):
+            parts = spec.split(",")
+            kept = [part for part in parts if any(0 <= start < file_size
+                                                  for start, _ in cls._parse_ranges(part, file_size))]
+            if not kept or len(kept) == len(parts):
                 raise
             return super()._parse_range_header(f"{units}={','.join(kept)}", file_size)
 
@@ -300,6 +301,11 @@ class WeightFileResponse(FileResponse):
 
 
 MAX_RANGE_DIGITS = 18
+
+
+def _without_range(scope: Scope) -> Scope:
+    """The request without its Range header: one that is not understood is ignored (RFC 9110 §14.2)."""
+    return {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
 
 
 def _parses(value: str) -> bool:
