@@ -129,6 +129,7 @@ def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, m
 def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkeypatch):
     """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
     monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)  # the trickle below comes at 333 bytes/s
     got: list = []
     app = FastAPI()
 
@@ -156,6 +157,47 @@ def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkey
     finally:
         stalled.close()
         trickling.close()
+        server.stop()
+
+
+def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
+    """Before: a body sent a few bytes at a time, never BODY_IDLE_S apart ("slow POST": a byte a minute), held its
+    connection for as long as the client liked. Now a body has BODY_IDLE_S plus a second per BODY_MIN_BPS bytes
+    (the trickle in the test above, faster than that rate, completes)."""
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
+    got: list = []
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(request: Request):
+        try:
+            got.append(len(await request.body()))
+        except ClientDisconnect:
+            got.append("disconnected")
+        return {}
+
+    server = LiveServer(app).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n")
+            sock.settimeout(0.25)
+            start, closed = time.monotonic(), False
+            while not closed and time.monotonic() - start < 6:  # 10 bytes every 0.25 s: never idle for 1 s
+                try:
+                    sock.sendall(b"z" * 10)
+                    closed = sock.recv(1 << 12) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+            elapsed = time.monotonic() - start
+        assert closed and elapsed < 3.0, elapsed  # deadline: 1 s + 1 s per 100 bytes, at 40 bytes/s about 1.7 s
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == ["disconnected"]
+    finally:
         server.stop()
 
 
@@ -234,7 +276,7 @@ def test_an_upload_cut_off_leaves_a_file_that_the_sweeper_removes(tmp_path, monk
             errors.removeHandler(caplog.handler)
         # Gradio's upload route does not catch the disconnect: one line, not a 60-line error traceback
         assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records if r.name == "uvicorn.error"] == [
-            ("WARNING", "a request was cut off: its client left or stopped sending its body", None)
+            ("WARNING", serving.CUT_OFF, None)
         ]
         left = set(folder.glob("tmp*")) - before
         assert len(left) == 1 and next(iter(left)).stat().st_size >= 5000  # the partial file, left behind

@@ -3,7 +3,9 @@
 Requests that never come: a connection must send each request's headers within HEADERS_S of opening (or of
 its last response). uvicorn waits for them for ever, so clients that open connections and send nothing, or a
 header line now and then (slowloris), could hold every file descriptor the process may open. Likewise a
-request body that stops arriving (no byte for BODY_IDLE_S while the server is reading it) ends its connection.
+request body that stops arriving (no byte for BODY_IDLE_S while the server is reading it) ends its connection,
+and so does one that keeps coming too slowly to ever end (a byte a minute: "slow POST"): as Apache's
+mod_reqtimeout does, a body has BODY_IDLE_S, plus one second for each BODY_MIN_BPS bytes received.
 
 Readers that stop: a download whose client takes nothing is dropped by the app after `httpfiles.STALL_S`,
 but ASGI gives the app no way to abort a connection: uvicorn's close first sends what is queued (a few MB in
@@ -30,6 +32,8 @@ from zoo import httpfiles
 CONNECTION_TIMEOUT_S = httpfiles.STALL_S + 15  # after the app's own drop, which logs why
 HEADERS_S = 20.0  # nginx's client_header_timeout is 60 s; a request's headers travel in one packet or a few
 BODY_IDLE_S = 60.0  # nginx's client_body_timeout: the most time between two reads of a request's body
+BODY_MIN_BPS = 500.0  # mod_reqtimeout's MinRate: each 500 bytes of a body give it one more second
+CUT_OFF = "a request was cut off: its client left, or sent its body too slowly or not at all"
 
 
 class Server(uvicorn.Server):
@@ -48,14 +52,14 @@ class Server(uvicorn.Server):
 
 
 class _OneLineForCutOffBodies(logging.Filter):
-    """A route reading a body its client cut off (left, or stopped sending: BODY_IDLE_S) raises Starlette's
-    ClientDisconnect, which uvicorn logged as an error with a 60-line traceback (Gradio's upload route does not
-    catch it): one warning line instead, so hostile uploads cannot flood the log."""
+    """A route reading a body its client cut off (it left, or sent the body too slowly: BODY_IDLE_S, BODY_MIN_BPS)
+    raises Starlette's ClientDisconnect, which uvicorn logged as an error with a 60-line traceback (Gradio's
+    upload route does not catch it): one warning line instead, so hostile uploads cannot flood the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ClientDisconnect):
-            record.msg, record.args = "a request was cut off: its client left or stopped sending its body", ()
+            record.msg, record.args = CUT_OFF, ()
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -64,8 +68,10 @@ class _OneLineForCutOffBodies(logging.Filter):
 def _with_header_deadline(protocol_class: type) -> type:
     """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
     HEADERS_S of opening or of its last response, or whose request body stops arriving for BODY_IDLE_S while
-    the server reads it. A request has started when the protocol made a new cycle for it; how long the request
-    then takes (a slow upload that keeps coming, a long download) is not limited here."""
+    the server reads it, or falls behind BODY_MIN_BPS (its deadline: BODY_IDLE_S after its first bytes, one second
+    later for each BODY_MIN_BPS bytes; time the app is not reading does not count). A request has started when
+    the protocol made a new cycle for it; how long the request then takes (an upload that keeps up that rate,
+    a long download) is not limited here."""
     if getattr(protocol_class, "headers_s_applied", False):
         return protocol_class
 
@@ -75,6 +81,8 @@ def _with_header_deadline(protocol_class: type) -> type:
         headers_timer = None  # armed while the connection waits for a request
         body_timer = None  # armed while a request's body is coming in
         last_data = 0.0
+        body_of = None  # the cycle whose body `body_deadline` is for
+        body_deadline = 0.0
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -85,12 +93,18 @@ def _with_header_deadline(protocol_class: type) -> type:
             for timer in (self.headers_timer, self.body_timer):  # a pending timer would keep this object alive
                 if timer is not None:
                     timer.cancel()
-            self.headers_timer = self.body_timer = None
+            self.headers_timer = self.body_timer = self.body_of = None
 
         def data_received(self, data: bytes) -> None:
             self.last_data = self.loop.time()
             super().data_received(data)
-            if self.body_timer is None and self._body_incoming():
+            if not self._body_incoming():
+                return
+            if self.body_of is not self.cycle:  # a new request's body: its own deadline
+                self.body_of, self.body_deadline = self.cycle, self.last_data + BODY_IDLE_S
+            else:
+                self.body_deadline += len(data) / BODY_MIN_BPS
+            if self.body_timer is None:
                 self.body_timer = self.loop.call_later(BODY_IDLE_S, self._body_due)
 
         def _body_incoming(self) -> bool:
@@ -106,13 +120,15 @@ def _with_header_deadline(protocol_class: type) -> type:
             self.body_timer = None
             if not self._body_incoming():
                 return
+            now = self.loop.time()
             if self.flow.read_paused:  # the app has not taken what came: not the client's delay
-                self.last_data = self.loop.time()
-            idle = self.loop.time() - self.last_data
-            if idle >= BODY_IDLE_S:
+                self.last_data = now
+                self.body_deadline = max(self.body_deadline, now + BODY_IDLE_S)
+            due = min(self.last_data + BODY_IDLE_S, self.body_deadline)
+            if now >= due:
                 self.transport.close()  # the app's next receive() gets http.disconnect
             else:
-                self.body_timer = self.loop.call_later(BODY_IDLE_S - idle, self._body_due)
+                self.body_timer = self.loop.call_later(due - now, self._body_due)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
