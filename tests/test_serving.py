@@ -126,11 +126,8 @@ def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, m
         server.stop()
 
 
-def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkeypatch):
-    """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
-    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
-    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)  # the trickle below comes at 333 bytes/s
-    got: list = []
+def _body_reader(got: list) -> FastAPI:
+    """An app whose POST /upload reads the whole body: `got` receives its length, or "disconnected"."""
     app = FastAPI()
 
     @app.post("/upload")
@@ -141,7 +138,15 @@ def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkey
             got.append("disconnected")
         return {"bytes": got[-1]}
 
-    server = LiveServer(app).start()
+    return app
+
+
+def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkeypatch):
+    """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)  # the trickle below comes at 333 bytes/s
+    got: list = []
+    server = LiveServer(_body_reader(got)).start()
     head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n"
     stalled, trickling = (socket.create_connection(("127.0.0.1", server.port)) for _ in range(2))
     try:
@@ -167,17 +172,7 @@ def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
     monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
     monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
     got: list = []
-    app = FastAPI()
-
-    @app.post("/upload")
-    async def upload(request: Request):
-        try:
-            got.append(len(await request.body()))
-        except ClientDisconnect:
-            got.append("disconnected")
-        return {}
-
-    server = LiveServer(app).start()
+    server = LiveServer(_body_reader(got)).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n")
