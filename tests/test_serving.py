@@ -138,6 +138,10 @@ def _body_reader(got: list) -> FastAPI:
             got.append("disconnected")
         return {"bytes": got[-1]}
 
+    @app.get("/ping")
+    async def ping():
+        return {}
+
     return app
 
 
@@ -192,6 +196,36 @@ def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
         while not got and time.monotonic() < deadline:
             time.sleep(0.05)
         assert got == ["disconnected"]
+    finally:
+        server.stop()
+
+
+def test_a_pipelined_body_that_never_comes_is_cut_and_a_body_sent_with_its_headers_counts(monkeypatch):
+    """Found by an adversarial round: (1) a request pipelined behind another, its body cut short, then silence,
+    held its connection for ever (h11 parses it when the first response ends, and no byte came to start its
+    body's clock); (2) body bytes in the read that carried the headers earned no time, so a client that sends
+    both in one write (http.client does) was cut at BODY_IDLE_S although its rate was well above BODY_MIN_BPS."""
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
+    got: list = []
+    server = LiveServer(_body_reader(got)).start()
+    head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 400\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: zoo\r\n\r\n" + head + b"x" * 10)  # then nothing
+            assert _closed_within(sock, 4.0)
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + b"y" * 300)  # 3 s of credit: then a byte every 0.5 s, never idle for 1 s
+            for _ in range(5):
+                time.sleep(0.5)
+                sock.sendall(b"y")
+            sock.sendall(b"y" * 95)
+            sock.settimeout(5)
+            answer = sock.recv(1 << 12)
+            while answer and not answer.endswith(b"}"):  # the head and the body may come apart
+                answer += sock.recv(1 << 12)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"bytes":400}')
+        assert got == ["disconnected", 400]
     finally:
         server.stop()
 

@@ -68,10 +68,10 @@ class _OneLineForCutOffBodies(logging.Filter):
 def _with_header_deadline(protocol_class: type) -> type:
     """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
     HEADERS_S of opening or of its last response, or whose request body stops arriving for BODY_IDLE_S while
-    the server reads it, or falls behind BODY_MIN_BPS (its deadline: BODY_IDLE_S after its first bytes, one second
-    later for each BODY_MIN_BPS bytes; time the app is not reading does not count). A request has started when
-    the protocol made a new cycle for it; how long the request then takes (an upload that keeps up that rate,
-    a long download) is not limited here."""
+    the server reads it, or falls behind BODY_MIN_BPS (its deadline: BODY_IDLE_S after the server starts reading
+    it, one second later for each BODY_MIN_BPS bytes; time the app is not reading does not count). A request has
+    started when the protocol made a new cycle for it; how long the request then takes (an upload that keeps up
+    that rate, a long download) is not limited here."""
     if getattr(protocol_class, "headers_s_applied", False):
         return protocol_class
 
@@ -98,12 +98,16 @@ def _with_header_deadline(protocol_class: type) -> type:
         def data_received(self, data: bytes) -> None:
             self.last_data = self.loop.time()
             super().data_received(data)
+            self._time_body(len(data))
+
+        def _time_body(self, received: int) -> None:
+            """Start or extend the clock of the body being read, if one is: `received` bytes just came (the
+            read that starts a body may hold its headers too, and counts whole)."""
             if not self._body_incoming():
                 return
             if self.body_of is not self.cycle:  # a new request's body: its own deadline
-                self.body_of, self.body_deadline = self.cycle, self.last_data + BODY_IDLE_S
-            else:
-                self.body_deadline += len(data) / BODY_MIN_BPS
+                self.body_of, self.body_deadline = self.cycle, self.loop.time() + BODY_IDLE_S
+            self.body_deadline += received / BODY_MIN_BPS
             if self.body_timer is None:
                 self.body_timer = self.loop.call_later(BODY_IDLE_S, self._body_due)
 
@@ -132,6 +136,11 @@ def _with_header_deadline(protocol_class: type) -> type:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self.cycle is not None and self.cycle is not self.body_of and self._body_incoming():
+                # a pipelined request, started from what was already read: its body's clock starts now,
+                # though no byte may ever come again to start it in data_received
+                self.last_data = self.loop.time()
+                self._time_body(0)
             self._await_headers()
 
         def _waiting(self) -> bool:  # for a request: none yet, or the last one answered (not upgraded away)
