@@ -126,6 +126,23 @@ def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, m
         server.stop()
 
 
+def _body_server(monkeypatch, got: list) -> LiveServer:
+    """A live `_body_reader(got)` with body timing scaled down: BODY_IDLE_S = 1 s, BODY_MIN_BPS = 100."""
+    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
+    return LiveServer(_body_reader(got)).start()
+
+
+def _json_answer(sock: socket.socket) -> bytes:
+    """One HTTP 200 answer with a JSON object body, read whole (its head and body may come apart)."""
+    sock.settimeout(5)
+    answer = sock.recv(1 << 12)
+    while answer and not answer.endswith(b"}"):
+        answer += sock.recv(1 << 12)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return answer
+
+
 def _body_reader(got: list) -> FastAPI:
     """An app whose POST /upload reads the whole body: `got` receives its length, or "disconnected"."""
     app = FastAPI()
@@ -147,10 +164,8 @@ def _body_reader(got: list) -> FastAPI:
 
 def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkeypatch):
     """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
-    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
-    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)  # the trickle below comes at 333 bytes/s
     got: list = []
-    server = LiveServer(_body_reader(got)).start()
+    server = _body_server(monkeypatch, got)  # the trickle below comes at 333 bytes/s
     head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n"
     stalled, trickling = (socket.create_connection(("127.0.0.1", server.port)) for _ in range(2))
     try:
@@ -173,10 +188,8 @@ def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
     """Before: a body sent a few bytes at a time, never BODY_IDLE_S apart ("slow POST": a byte a minute), held its
     connection for as long as the client liked. Now a body has BODY_IDLE_S plus a second per BODY_MIN_BPS bytes
     (the trickle in the test above, faster than that rate, completes)."""
-    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
-    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
     got: list = []
-    server = LiveServer(_body_reader(got)).start()
+    server = _body_server(monkeypatch, got)
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n")
@@ -205,10 +218,8 @@ def test_a_pipelined_body_that_never_comes_is_cut_and_a_body_sent_with_its_heade
     held its connection for ever (h11 parses it when the first response ends, and no byte came to start its
     body's clock); (2) body bytes in the read that carried the headers earned no time, so a client that sends
     both in one write (http.client does) was cut at BODY_IDLE_S although its rate was well above BODY_MIN_BPS."""
-    monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
-    monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
     got: list = []
-    server = LiveServer(_body_reader(got)).start()
+    server = _body_server(monkeypatch, got)
     head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 400\r\n\r\n"
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -220,12 +231,33 @@ def test_a_pipelined_body_that_never_comes_is_cut_and_a_body_sent_with_its_heade
                 time.sleep(0.5)
                 sock.sendall(b"y")
             sock.sendall(b"y" * 95)
-            sock.settimeout(5)
-            answer = sock.recv(1 << 12)
-            while answer and not answer.endswith(b"}"):  # the head and the body may come apart
-                answer += sock.recv(1 << 12)
-            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"bytes":400}')
+            assert _json_answer(sock).endswith(b'{"bytes":400}')
         assert got == ["disconnected", 400]
+    finally:
+        server.stop()
+
+
+def test_a_body_sent_in_blocks_may_pause_on_its_credit_up_to_a_cap(monkeypatch):
+    """Found by an adversarial round: curl --limit-rate 1k sends an upload in 64 KiB blocks, sleeping 64 s
+    between them, and was cut by a separate "no byte for 60 s" rule although it averaged twice BODY_MIN_BPS.
+    Now the seconds a body's bytes earn carry over a pause, banked up to BODY_CREDIT_MAX_S ahead, so a body that
+    stops after a fast start is still cut within that."""
+    monkeypatch.setattr(serving, "BODY_CREDIT_MAX_S", 3.0)
+    got: list = []
+    server = _body_server(monkeypatch, got)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 600\r\n\r\n" + b"b" * 200)
+            for _ in range(2):  # blocks of 200 bytes 1.5 s apart: 133 bytes/s, pauses longer than BODY_IDLE_S
+                time.sleep(1.5)
+                sock.sendall(b"b" * 200)
+            assert _json_answer(sock).endswith(b'{"bytes":600}')
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            start = time.monotonic()  # 10,000 bytes earn 100 s, but no more than 3 s bank
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 20000\r\n\r\n" + b"c" * 10_000)
+            assert _closed_within(sock, 6.0)
+            assert 2.5 < time.monotonic() - start < 5.0
+        assert got == [600, "disconnected"]
     finally:
         server.stop()
 
@@ -279,6 +311,7 @@ def test_an_upload_cut_off_leaves_a_file_that_the_sweeper_removes(tmp_path, monk
     from zoo import uploads
 
     monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
+    monkeypatch.setattr(serving, "BODY_CREDIT_MAX_S", 1.0)  # the 5 KB sent earn no more
     server = LiveServer(build_app()).start()
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
     assert folder in uploads._SWEEPERS and uploads._SWEEPERS[folder].is_alive()
@@ -297,7 +330,7 @@ def test_an_upload_cut_off_leaves_a_file_that_the_sweeper_removes(tmp_path, monk
         errors = logging.getLogger("uvicorn.error")  # does not propagate to the root logger caplog listens on
         errors.addHandler(caplog.handler)
         try:
-            assert _closed_within(sock, 5.0)  # BODY_IDLE_S ended it
+            assert _closed_within(sock, 5.0)  # its body's deadline ended it
             deadline = time.monotonic() + 3
             while not caplog.records and time.monotonic() < deadline:
                 time.sleep(0.05)

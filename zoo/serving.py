@@ -3,9 +3,11 @@
 Requests that never come: a connection must send each request's headers within HEADERS_S of opening (or of
 its last response). uvicorn waits for them for ever, so clients that open connections and send nothing, or a
 header line now and then (slowloris), could hold every file descriptor the process may open. Likewise a
-request body that stops arriving (no byte for BODY_IDLE_S while the server is reading it) ends its connection,
-and so does one that keeps coming too slowly to ever end (a byte a minute: "slow POST"): as Apache's
-mod_reqtimeout does, a body has BODY_IDLE_S, plus one second for each BODY_MIN_BPS bytes received.
+request body that stops arriving ends its connection, and so does one that keeps coming too slowly to ever end
+(a byte a minute: "slow POST"). As Apache's mod_reqtimeout does, a body has BODY_IDLE_S from when the server
+starts reading it, plus one second for each BODY_MIN_BPS bytes received, banked up to BODY_CREDIT_MAX_S ahead:
+a client that keeps that rate on average may pause between blocks (curl --limit-rate sends 64 KiB, then sleeps),
+and one that stops after a fast start is cut within BODY_CREDIT_MAX_S.
 
 Readers that stop: a download whose client takes nothing is dropped by the app after `httpfiles.STALL_S`,
 but ASGI gives the app no way to abort a connection: uvicorn's close first sends what is queued (a few MB in
@@ -31,8 +33,9 @@ from zoo import httpfiles
 
 CONNECTION_TIMEOUT_S = httpfiles.STALL_S + 15  # after the app's own drop, which logs why
 HEADERS_S = 20.0  # nginx's client_header_timeout is 60 s; a request's headers travel in one packet or a few
-BODY_IDLE_S = 60.0  # nginx's client_body_timeout: the most time between two reads of a request's body
+BODY_IDLE_S = 60.0  # a body's first allowance (nginx's client_body_timeout is 60 s between two reads)
 BODY_MIN_BPS = 500.0  # mod_reqtimeout's MinRate: each 500 bytes of a body give it one more second
+BODY_CREDIT_MAX_S = 180.0  # the furthest ahead those seconds bank: above a 64 KiB block at 500 B/s (131 s)
 CUT_OFF = "a request was cut off: its client left, or sent its body too slowly or not at all"
 
 
@@ -67,9 +70,9 @@ class _OneLineForCutOffBodies(logging.Filter):
 
 def _with_header_deadline(protocol_class: type) -> type:
     """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
-    HEADERS_S of opening or of its last response, or whose request body stops arriving for BODY_IDLE_S while
-    the server reads it, or falls behind BODY_MIN_BPS (its deadline: BODY_IDLE_S after the server starts reading
-    it, one second later for each BODY_MIN_BPS bytes; time the app is not reading does not count). A request has
+    HEADERS_S of opening or of its last response, or whose request body falls behind its deadline: BODY_IDLE_S
+    after the server starts reading it, one second later for each BODY_MIN_BPS bytes, never more than
+    BODY_CREDIT_MAX_S ahead (time the app is not reading does not count). A request has
     started when the protocol made a new cycle for it; how long the request then takes (an upload that keeps up
     that rate, a long download) is not limited here."""
     if getattr(protocol_class, "headers_s_applied", False):
@@ -80,7 +83,6 @@ def _with_header_deadline(protocol_class: type) -> type:
 
         headers_timer = None  # armed while the connection waits for a request
         body_timer = None  # armed while a request's body is coming in
-        last_data = 0.0
         body_of = None  # the cycle whose body `body_deadline` is for
         body_deadline = 0.0
 
@@ -96,7 +98,6 @@ def _with_header_deadline(protocol_class: type) -> type:
             self.headers_timer = self.body_timer = self.body_of = None
 
         def data_received(self, data: bytes) -> None:
-            self.last_data = self.loop.time()
             super().data_received(data)
             self._time_body(len(data))
 
@@ -105,9 +106,10 @@ def _with_header_deadline(protocol_class: type) -> type:
             read that starts a body may hold its headers too, and counts whole)."""
             if not self._body_incoming():
                 return
+            now = self.loop.time()
             if self.body_of is not self.cycle:  # a new request's body: its own deadline
-                self.body_of, self.body_deadline = self.cycle, self.loop.time() + BODY_IDLE_S
-            self.body_deadline += received / BODY_MIN_BPS
+                self.body_of, self.body_deadline = self.cycle, now + BODY_IDLE_S
+            self.body_deadline = min(self.body_deadline + received / BODY_MIN_BPS, now + BODY_CREDIT_MAX_S)
             if self.body_timer is None:
                 self.body_timer = self.loop.call_later(BODY_IDLE_S, self._body_due)
 
@@ -126,20 +128,17 @@ def _with_header_deadline(protocol_class: type) -> type:
                 return
             now = self.loop.time()
             if self.flow.read_paused:  # the app has not taken what came: not the client's delay
-                self.last_data = now
                 self.body_deadline = max(self.body_deadline, now + BODY_IDLE_S)
-            due = min(self.last_data + BODY_IDLE_S, self.body_deadline)
-            if now >= due:
+            if now >= self.body_deadline:
                 self.transport.close()  # the app's next receive() gets http.disconnect
             else:
-                self.body_timer = self.loop.call_later(due - now, self._body_due)
+                self.body_timer = self.loop.call_later(self.body_deadline - now, self._body_due)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if self.cycle is not None and self.cycle is not self.body_of and self._body_incoming():
                 # a pipelined request, started from what was already read: its body's clock starts now,
                 # though no byte may ever come again to start it in data_received
-                self.last_data = self.loop.time()
                 self._time_body(0)
             self._await_headers()
 
