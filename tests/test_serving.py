@@ -126,11 +126,16 @@ def test_connections_that_send_no_request_are_closed_after_headers_s(tmp_path, m
         server.stop()
 
 
-def _body_server(monkeypatch, got: list) -> LiveServer:
+def _body_server(monkeypatch, got: list, credit_max_s: float = 180.0) -> LiveServer:
     """A live `_body_reader(got)` with body timing scaled down: BODY_IDLE_S = 1 s, BODY_MIN_BPS = 100."""
     monkeypatch.setattr(serving, "BODY_IDLE_S", 1.0)
     monkeypatch.setattr(serving, "BODY_MIN_BPS", 100.0)
+    monkeypatch.setattr(serving, "BODY_CREDIT_MAX_S", credit_max_s)
     return LiveServer(_body_reader(got)).start()
+
+
+def _upload_head(length: int) -> bytes:
+    return b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: %d\r\n\r\n" % length
 
 
 def _json_answer(sock: socket.socket) -> bytes:
@@ -141,6 +146,14 @@ def _json_answer(sock: socket.socket) -> bytes:
         answer += sock.recv(1 << 12)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     return answer
+
+
+def _handled(got: list, n: int) -> list:
+    """`got` once it holds `n` entries (within 5 s): a handler sees a disconnect a moment after the close."""
+    deadline = time.monotonic() + 5
+    while len(got) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
 
 
 def _body_reader(got: list) -> FastAPI:
@@ -166,7 +179,7 @@ def test_a_request_body_that_stops_arriving_ends_its_connection(tmp_path, monkey
     """Before: an upload that sent part of its body and then nothing held its connection and its task for ever."""
     got: list = []
     server = _body_server(monkeypatch, got)  # the trickle below comes at 333 bytes/s
-    head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n"
+    head = _upload_head(1000)
     stalled, trickling = (socket.create_connection(("127.0.0.1", server.port)) for _ in range(2))
     try:
         stalled.sendall(head + b"x" * 100)  # then nothing
@@ -192,7 +205,7 @@ def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
     server = _body_server(monkeypatch, got)
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 1000\r\n\r\n")
+            sock.sendall(_upload_head(1000))
             sock.settimeout(0.25)
             start, closed = time.monotonic(), False
             while not closed and time.monotonic() - start < 6:  # 10 bytes every 0.25 s: never idle for 1 s
@@ -205,10 +218,7 @@ def test_a_request_body_that_comes_too_slowly_to_end_is_cut(monkeypatch):
                     closed = True
             elapsed = time.monotonic() - start
         assert closed and elapsed < 3.0, elapsed  # deadline: 1 s + 1 s per 100 bytes, at 40 bytes/s about 1.7 s
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert got == ["disconnected"]
+        assert _handled(got, 1) == ["disconnected"]
     finally:
         server.stop()
 
@@ -220,7 +230,7 @@ def test_a_pipelined_body_that_never_comes_is_cut_and_a_body_sent_with_its_heade
     both in one write (http.client does) was cut at BODY_IDLE_S although its rate was well above BODY_MIN_BPS."""
     got: list = []
     server = _body_server(monkeypatch, got)
-    head = b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 400\r\n\r\n"
+    head = _upload_head(400)
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"GET /ping HTTP/1.1\r\nHost: zoo\r\n\r\n" + head + b"x" * 10)  # then nothing
@@ -242,22 +252,41 @@ def test_a_body_sent_in_blocks_may_pause_on_its_credit_up_to_a_cap(monkeypatch):
     between them, and was cut by a separate "no byte for 60 s" rule although it averaged twice BODY_MIN_BPS.
     Now the seconds a body's bytes earn carry over a pause, banked up to BODY_CREDIT_MAX_S ahead, so a body that
     stops after a fast start is still cut within that."""
-    monkeypatch.setattr(serving, "BODY_CREDIT_MAX_S", 3.0)
     got: list = []
-    server = _body_server(monkeypatch, got)
+    server = _body_server(monkeypatch, got, credit_max_s=3.0)
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 600\r\n\r\n" + b"b" * 200)
+            sock.sendall(_upload_head(600) + b"b" * 200)
             for _ in range(2):  # blocks of 200 bytes 1.5 s apart: 133 bytes/s, pauses longer than BODY_IDLE_S
                 time.sleep(1.5)
                 sock.sendall(b"b" * 200)
             assert _json_answer(sock).endswith(b'{"bytes":600}')
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             start = time.monotonic()  # 10,000 bytes earn 100 s, but no more than 3 s bank
-            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: zoo\r\nContent-Length: 20000\r\n\r\n" + b"c" * 10_000)
+            sock.sendall(_upload_head(20000) + b"c" * 10_000)
             assert _closed_within(sock, 6.0)
             assert 2.5 < time.monotonic() - start < 5.0
-        assert got == [600, "disconnected"]
+        assert _handled(got, 2) == [600, "disconnected"]
+    finally:
+        server.stop()
+
+
+def test_a_later_body_on_a_connection_keeps_its_own_deadline(monkeypatch):
+    """The check for an earlier body on a keep-alive connection may lie far ahead (its bytes banked credit); a
+    later body that stops must still be cut on its own deadline, not at that check."""
+    got: list = []
+    server = _body_server(monkeypatch, got, credit_max_s=8.0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(_upload_head(2000) + b"d" * 1000)
+            time.sleep(1.3)  # its first check (at 1 s) finds it coming and looks again at its deadline, 8 s ahead
+            sock.sendall(b"d" * 1000)
+            assert _json_answer(sock).endswith(b'{"bytes":2000}')
+            start = time.monotonic()
+            sock.sendall(_upload_head(2000) + b"e" * 10)
+            assert _closed_within(sock, 10.0)
+            assert time.monotonic() - start < 4.0  # its own deadline: 1 s + about 0.7 s
+        assert _handled(got, 2) == [2000, "disconnected"]
     finally:
         server.stop()
 

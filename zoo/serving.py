@@ -72,9 +72,9 @@ def _with_header_deadline(protocol_class: type) -> type:
     """uvicorn's HTTP protocol (h11 or httptools), closing a connection that has not started a request within
     HEADERS_S of opening or of its last response, or whose request body falls behind its deadline: BODY_IDLE_S
     after the server starts reading it, one second later for each BODY_MIN_BPS bytes, never more than
-    BODY_CREDIT_MAX_S ahead (time the app is not reading does not count). A request has
-    started when the protocol made a new cycle for it; how long the request then takes (an upload that keeps up
-    that rate, a long download) is not limited here."""
+    BODY_CREDIT_MAX_S ahead (time the app is not reading does not count). A request has started when the
+    protocol made a new cycle for it; how long the request then takes (an upload that keeps up that rate, a long
+    download) is not limited here."""
     if getattr(protocol_class, "headers_s_applied", False):
         return protocol_class
 
@@ -109,9 +109,12 @@ def _with_header_deadline(protocol_class: type) -> type:
             now = self.loop.time()
             if self.body_of is not self.cycle:  # a new request's body: its own deadline
                 self.body_of, self.body_deadline = self.cycle, now + BODY_IDLE_S
+                if self.body_timer is not None:  # the last body's check may lie further ahead than this one's
+                    self.body_timer.cancel()
+                    self.body_timer = None
             self.body_deadline = min(self.body_deadline + received / BODY_MIN_BPS, now + BODY_CREDIT_MAX_S)
-            if self.body_timer is None:
-                self.body_timer = self.loop.call_later(BODY_IDLE_S, self._body_due)
+            if self.body_timer is None:  # the deadline only moves on from here: the check reschedules itself
+                self.body_timer = self.loop.call_later(self.body_deadline - now, self._body_due)
 
         def _body_incoming(self) -> bool:
             cycle = self.cycle
