@@ -114,7 +114,10 @@ def _with_header_deadline(protocol_class: type) -> type:
                     self.body_timer = None
             self.body_deadline = min(self.body_deadline + received / BODY_MIN_BPS, now + BODY_CREDIT_MAX_S)
             if self.body_timer is None:  # the deadline only moves on from here: the check reschedules itself
-                self.body_timer = self.loop.call_later(self.body_deadline - now, self._body_due)
+                self._check_body_at_deadline(now)
+
+        def _check_body_at_deadline(self, now: float) -> None:
+            self.body_timer = self.loop.call_later(self.body_deadline - now, self._body_due)
 
         def _body_incoming(self) -> bool:
             cycle = self.cycle
@@ -135,14 +138,13 @@ def _with_header_deadline(protocol_class: type) -> type:
             if now >= self.body_deadline:
                 self.transport.close()  # the app's next receive() gets http.disconnect
             else:
-                self.body_timer = self.loop.call_later(self.body_deadline - now, self._body_due)
+                self._check_body_at_deadline(now)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if self.cycle is not None and self.cycle is not self.body_of and self._body_incoming():
-                # a pipelined request, started from what was already read: its body's clock starts now,
-                # though no byte may ever come again to start it in data_received
-                self._time_body(0)
+            # a pipelined request, started from what was already read: its body's clock starts now, though no
+            # byte may ever come again to start it in data_received (for any other request this changes nothing)
+            self._time_body(0)
             self._await_headers()
 
         def _waiting(self) -> bool:  # for a request: none yet, or the last one answered (not upgraded away)
