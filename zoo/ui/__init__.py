@@ -4,5 +4,6 @@ the `*views` modules turn service results into what the tabs show. Nothing here 
 from zoo.ui.layout import EXAMPLES as EXAMPLES
 from zoo.ui.layout import THEME as THEME
 from zoo.ui.layout import build_demo as build_demo
+from zoo.ui.queuewake import install as install_queue_wake  # noqa: F401
 from zoo.ui.sessions import install as install_sessions  # noqa: F401
 from zoo.ui.style import CSS as CSS
