@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import gradio as gr
 import httpx
@@ -46,12 +47,13 @@ def _call(url: str, api: str, value: str) -> str:
 
 @pytest.fixture
 def checks(monkeypatch):
-    """How many times any Gradio queue has looked at its length (once per turn of its processing loop)."""
-    seen = [0]
+    """How many times each Gradio queue (by id) has looked at its length (once per turn of its processing loop);
+    other tests' servers may still be running theirs."""
+    seen: Counter[int] = Counter()
     length = queueing.Queue.__len__
 
     def counted(self):
-        seen[0] += 1
+        seen[id(self)] += 1
         return length(self)
 
     monkeypatch.setattr(queueing.Queue, "__len__", counted)
@@ -60,13 +62,13 @@ def checks(monkeypatch):
 
 @pytest.mark.parametrize("wake", [False, True], ids=["gradio's own loop", "woken"])
 def test_an_idle_queue_looks_for_work_only_when_woken(checks, wake):
-    server, _ = _served(wake)
+    server, queue = _served(wake)
     try:
         _call(server.url, "echo", "warm")  # the queue's loops are running
         time.sleep(0.2)
-        before = checks[0]
+        before = checks[id(queue)]
         time.sleep(1.0)
-        idle = checks[0] - before
+        idle = checks[id(queue)] - before
     finally:
         server.stop()
     if wake:  # the fallback wake-up alone: every FALLBACK_S = 0.25 s
