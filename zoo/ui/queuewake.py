@@ -20,9 +20,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import gradio as gr
 from gradio import queueing
 
+from zoo.ui.sessions import require_gradio
+
+_SLEEP = asyncio.sleep  # asyncio's own, whatever `gradio.queueing` is given
 FALLBACK_S = 0.25  # the longest an idle wait lasts if no change is signalled (Gradio's own delay is 1 ms)
 
 
@@ -62,9 +64,6 @@ class IdleDelay(float):
             await asyncio.wait_for(self.flag.wait(), FALLBACK_S)
 
 
-_SLEEP = asyncio.sleep
-
-
 class _Asyncio:
     """`asyncio` as `gradio.queueing` sees it: `sleep` of an `IdleDelay` waits for its queue's next change."""
 
@@ -88,14 +87,16 @@ def install(gradio_app: Any) -> Wake:
     """
     queue = getattr(gradio_app.get_blocks(), "_queue", None)
     loops = (getattr(queueing.Queue, "start_processing", None), getattr(queueing.Queue, "start_progress_updates", None))
-    _require(
+    require_gradio(
+        "queue waits",
         queue is not None
         and all(inspect.iscoroutinefunction(f) for f in loops)
         and "asyncio.sleep(self.sleep_when_free)" in inspect.getsource(loops[0])
         and "asyncio.sleep(self.progress_update_sleep_when_free)" in inspect.getsource(loops[1])
         and inspect.iscoroutinefunction(getattr(queue, "push", None))
         and inspect.iscoroutinefunction(getattr(queue, "process_events", None))
-        and isinstance(getattr(queue, "active_jobs", None), list)
+        and isinstance(getattr(queue, "active_jobs", None), list),
+        __name__,
     )
     if isinstance(queue.sleep_when_free, IdleDelay):
         return queue.sleep_when_free.wake
@@ -122,8 +123,3 @@ def install(gradio_app: Any) -> Wake:
     )
     queueing.asyncio = _Asyncio()
     return wake
-
-
-def _require(holds: bool) -> None:
-    if not holds:
-        raise RuntimeError(f"Gradio {gr.__version__}'s queue waits differently: zoo.ui.queuewake needs updating")

@@ -95,12 +95,12 @@ def install(gradio_app: Any, max_sessions: int) -> None:
     """
     blocks, holder = gradio_app.get_blocks(), getattr(gradio_app, "state_holder", None)
     queue = getattr(blocks, "_queue", None)
-    _require("keeps its sessions", queue is not None
+    require_gradio("keeps its sessions", queue is not None
              and isinstance(getattr(queue, "pending_messages_per_session", None), LRUCache)
              and isinstance(getattr(queue, "pending_event_ids_session", None), dict)
              and type(holder) is StateHolder and blocks.state_holder is holder)
-    _require("keeps its events", isinstance(getattr(queue, "event_ids_to_events", None), dict))
-    _require("records events", all(isinstance(getattr(queue, a, None), int)
+    require_gradio("keeps its events", isinstance(getattr(queue, "event_ids_to_events", None), dict))
+    require_gradio("records events", all(isinstance(getattr(queue, a, None), int)
                                    for a in ("ANALYTICS_MAX_EVENTS", "ANAYLTICS_CACHE_FREQUENCY")))
     queue.pending_messages_per_session = SessionQueues(queue, max_sessions, queue.pending_messages_per_session)
     if not blocks.enable_monitoring:  # nothing reads the records
@@ -109,6 +109,7 @@ def install(gradio_app: Any, max_sessions: int) -> None:
     holder.__class__ = LazyStateHolder
 
 
-def _require(what: str, holds: bool) -> None:
+def require_gradio(what: str, holds: bool, module: str = __name__) -> None:
+    """Refuse a Gradio whose internals `module` relies on changed (an upgrade): `what` it does differently."""
     if not holds:
-        raise RuntimeError(f"Gradio {gr.__version__} {what} differently: zoo.ui.sessions needs updating")
+        raise RuntimeError(f"Gradio {gr.__version__} {what} differently: {module} needs updating")
