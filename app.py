@@ -83,7 +83,7 @@ def serve(settings: zoo.Settings | None = None) -> None:
     nothing for `serving.CONNECTION_TIMEOUT_S` is aborted by the kernel."""
     from zoo import residency, serving
 
-    residency.limit_malloc_arenas()  # before any server thread: freed memory is reused, not kept per thread
+    residency.tune_heap()  # before any server thread: freed memory is reused, not kept per thread or re-faulted
     settings = settings or zoo.get_settings()
     print(f"ResNet Zoo on http://{settings.host}:{settings.port}", flush=True)
     app = build_app(settings)

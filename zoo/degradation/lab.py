@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from zoo import models
+from zoo import models, residency
 from zoo.degradation import results
 from zoo.degradation.data import load
 from zoo.degradation.experiment import Callback, Config, Result, train
@@ -42,7 +42,10 @@ def run(config: Config | None = None, *, device: str | torch.device | None = Non
             tensors = load(config.data, config.size, work, limit=config.limit, seed=config.seed, settings=settings)
     if reuse and (found := results.get(config.key(tensors.fingerprint), settings)) is not None:
         return found
-    result = train(tensors, config, dev, callback=callback, cancel=cancel)
+    try:
+        result = train(tensors, config, dev, callback=callback, cancel=cancel)
+    finally:  # what training freed is handed back to the system, not kept for the next pass (residency.tune_heap)
+        residency.trim_soon()
     if store and not (cancel is not None and cancel.is_set()):
         try:
             result.stored = str(results.save(result, settings))
