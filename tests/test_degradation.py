@@ -135,9 +135,13 @@ def test_non_finite_numbers_are_stored_as_null(tiny_run, tmp_path):
     assert "NaN" not in text and json.loads(text)["networks"][0]["train_error"] is None
 
 
-def test_cancel_stops_between_steps():
+def test_cancel_stops_between_steps(monkeypatch):
     import threading
 
+    from zoo import residency
+
+    trims = []
+    monkeypatch.setattr(residency, "trim_soon", lambda: trims.append(1))
     stop = threading.Event()
     seen = []
 
@@ -149,6 +153,7 @@ def test_cancel_stops_between_steps():
     with pytest.raises(Cancelled):
         lab.run(TINY, callback=callback, cancel=stop)
     assert max(seen) == 2 and results.list_results() == []
+    assert trims == [1]  # what training freed goes back to the system, cancelled or not (residency.tune_heap)
 
 
 def test_settings_outside_the_range_are_refused_with_the_range():

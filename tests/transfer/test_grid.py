@@ -42,11 +42,16 @@ def test_the_grid_trains_every_pair_and_reports_through_its_callbacks(stored):
                     ("start", "mlp"), ("epoch", "mlp"), ("result", "mlp")]
 
 
-def test_a_cancelled_grid_stops_and_keeps_only_the_runs_it_finished(stored):
+def test_a_cancelled_grid_stops_and_keeps_only_the_runs_it_finished(stored, monkeypatch):
+    from zoo import residency
+
+    trims = []
+    monkeypatch.setattr(residency, "trim_soon", lambda: trims.append(1))
     cancel = threading.Event()
     with pytest.raises(Cancelled):
         grid.train("digits", [TAG], ["linear", "mlp"], FitConfig(epochs=1), size=32, cancel=cancel,
                    on_result=lambda r: cancel.set())  # Cancel pressed while the first run ends
     assert [r.strategy for r in runs.stored()] == ["linear"]
+    assert trims == [1]  # what training freed goes back to the system, cancelled or not (residency.tune_heap)
     with pytest.raises(InvalidArgumentError, match="at least one model and one strategy"):
         grid.train("digits", [TAG], [])
