@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,16 @@ def trim_soon() -> None:
             _trimmer.append(threading.Thread(target=_trim_loop, name="zoo-malloc-trim", daemon=True))
             _trimmer[0].start()
     _trim_wanted.set()
+
+
+@contextmanager
+def trimmed_after() -> Iterator[None]:
+    """`trim_soon` when the block ends, however it ends: for jobs outside the engine (training) whose freed
+    memory the heap would otherwise keep for passes that are not coming (`tune_heap`)."""
+    try:
+        yield
+    finally:
+        trim_soon()
 
 
 def _trim_loop() -> None:

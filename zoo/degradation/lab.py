@@ -42,10 +42,8 @@ def run(config: Config | None = None, *, device: str | torch.device | None = Non
             tensors = load(config.data, config.size, work, limit=config.limit, seed=config.seed, settings=settings)
     if reuse and (found := results.get(config.key(tensors.fingerprint), settings)) is not None:
         return found
-    try:
+    with residency.trimmed_after():  # what training freed goes back to the system, cancelled or not
         result = train(tensors, config, dev, callback=callback, cancel=cancel)
-    finally:  # what training freed is handed back to the system, not kept for the next pass (residency.tune_heap)
-        residency.trim_soon()
     if store and not (cancel is not None and cancel.is_set()):
         try:
             result.stored = str(results.save(result, settings))

@@ -60,24 +60,22 @@ def train(source: str | Path, tags: Sequence[str], strategies: Sequence[str], co
     tags, strategies = check(tags, strategies)
     runs.check_space(tags, settings, each=len(strategies))  # a full or read-only store refuses before unpacking
     what = "Cannot start training" if str(source) == data.DIGITS else f"Cannot unpack {Path(str(source)).name}"
-    try:
-        with data.job_folder(settings, what) as job:  # an upload's extracted files live as long as the grid
-            dataset = data.load(source, job, val_fraction=val_fraction, seed=seed, settings=settings)
-            if on_dataset:
-                on_dataset(dataset)
-            results = []
-            for tag in tags:
-                for strategy in strategies:
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("The training grid was cancelled; the runs finished before it are kept.")
-                    if on_start:
-                        on_start(tag, strategy)
-                    callback = (lambda r, t=tag, s=strategy: on_report(t, s, r)) if on_report else None
-                    result = lab.train(dataset, tag, strategy, config, size=size, device=device, callback=callback,
-                                       cancel=cancel, settings=settings)
-                    results.append(result)
-                    if on_result:
-                        on_result(result)
-    finally:  # what training freed is handed back to the system (residency.tune_heap)
-        residency.trim_soon()
+    # an upload's extracted files live as long as the grid; what training freed goes back to the system after it
+    with residency.trimmed_after(), data.job_folder(settings, what) as job:
+        dataset = data.load(source, job, val_fraction=val_fraction, seed=seed, settings=settings)
+        if on_dataset:
+            on_dataset(dataset)
+        results = []
+        for tag in tags:
+            for strategy in strategies:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("The training grid was cancelled; the runs finished before it are kept.")
+                if on_start:
+                    on_start(tag, strategy)
+                callback = (lambda r, t=tag, s=strategy: on_report(t, s, r)) if on_report else None
+                result = lab.train(dataset, tag, strategy, config, size=size, device=device, callback=callback,
+                                   cancel=cancel, settings=settings)
+                results.append(result)
+                if on_result:
+                    on_result(result)
     return Grid(dataset, results)
