@@ -163,6 +163,79 @@ def test_draft_mode_shrinks_big_jpegs_without_changing_what_the_model_sees():
     assert images.decode(VALID["rgb.jpg"], min_side=side).size == (96, 64)
 
 
+def test_big_images_of_every_format_are_reduced_like_drafted_jpegs_without_changing_what_the_model_sees():
+    big = corpus.scene(4000, 3000)
+    pre = images.preprocessing(registry.get("resnet50.a1_in1k"))
+    side = images.draft_side([pre])
+    for fmt in ("PNG", "WEBP", "TIFF"):
+        data = corpus.encode(big, fmt)
+        reduced, full = images.decode(data, min_side=side, max_bytes=2**30), images.decode(data, max_bytes=2**30)
+        assert full.size == (4000, 3000) and reduced.size == (1000, 750), fmt  # as the JPEG's draft above
+        a, b = images.preprocess(pre, reduced), images.preprocess(pre, full)
+        assert (a - b).abs().mean() < 0.02, fmt
+    # high bit depths and alpha are reduced before they are converted, and match the converted full image
+    grey16 = Image.fromarray((np.asarray(big.convert("L"), np.uint16) * 257).astype(np.uint16))
+    rgba = big.convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 4000, dtype=np.uint8), (3000, 1))))
+    for im in (grey16, rgba):
+        data = corpus.encode(im, "PNG")
+        a = images.preprocess(pre, images.decode(data, min_side=side, max_bytes=2**30))
+        b = images.preprocess(pre, images.decode(data, max_bytes=2**30))
+        assert (a - b).abs().mean() < 0.02, im.mode
+
+
+def test_converting_a_16bit_image_takes_strips_not_float64_copies_of_the_whole():
+    import tracemalloc
+
+    a = np.random.default_rng(0).integers(0, 65536, (2000, 2000), dtype=np.uint16)  # 4 Mpx: float64 is 32 MB
+    tracemalloc.start()
+    try:
+        out = images.to_rgb(Image.fromarray(a))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the array Pillow hands out (16 MiB), a float64 strip (8), the result (4); whole-image float64 copies: over 100
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert np.array_equal(np.asarray(out)[..., 0], np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8))
+
+
+def test_large_images_are_decoded_a_few_at_a_time_and_small_ones_never_wait(monkeypatch):
+    import threading
+    import time
+
+    running, most, lock = [0], [0], threading.Lock()
+    real_load = Image.Image.load
+
+    def load(self):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return real_load(self)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(Image.Image, "load", load)
+    big = corpus.encode(Image.new("RGB", (600, 400), (9, 99, 199)), "PNG")  # 720,000 bytes decoded
+    small = corpus.encode(Image.new("RGB", (60, 40), (9, 99, 199)), "PNG")
+
+    def decode_all(data: bytes, n: int = 8) -> None:
+        threads = [threading.Thread(target=images.decode, args=(data,)) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    monkeypatch.setattr(images, "LARGE_BYTES", 500_000)
+    decode_all(big)
+    assert most[0] == images.DECODE_SLOTS
+    most[0] = 0
+    decode_all(small)
+    assert most[0] > images.DECODE_SLOTS  # under LARGE_BYTES: no waiting
+
+
 def _distinct_preprocessings() -> list[registry.ModelEntry]:
     seen, out = set(), []
     for e in registry.list_models():

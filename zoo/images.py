@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import struct
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from zoo import residency
 from zoo.errors import InvalidImageError
 from zoo.registry import ModelEntry
 from zoo.settings import get_settings
@@ -27,6 +30,16 @@ ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif",
 ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 WHITE = (255, 255, 255)
 MAX_ASPECT = 4  # images longer than this many times their width are centre-cropped before resizing
+# Decoding memory. An image whose pixels take more than LARGE_BYTES in its own mode is decoded while holding one of
+# DECODE_SLOTS places (decoding is CPU-bound: two cores gain nothing from more at once), so that N requests with
+# 40-megapixel files hold at most DECODE_SLOTS of them, not N (ten 16-bit PNGs of 6324x6324, 300 KB each, took
+# 9 GB at once before). Conversions to 8-bit RGB run STRIP_PIXELS at a time, so that they add an 8-bit copy and
+# not the float64 and RGBA copies of the whole image (16-bit: 1.1 GB for one such file before, RGBA 600 MB).
+DECODE_SLOTS = 2
+LARGE_BYTES = 64 * 2**20
+STRIP_PIXELS = 2**20
+_decoding = threading.BoundedSemaphore(DECODE_SLOTS)
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "YCbCr", "I", "F"}  # modes Image.reduce takes
 
 Source = bytes | str | Path | BinaryIO | Image.Image
 
@@ -47,8 +60,8 @@ def decode(
 
     Args:
         min_side: the smallest width and height the caller will use (e.g. twice the resize target).
-            A large JPEG is then decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft mode) as long as
-            both sides stay at least this large.
+            A large image is then decoded (JPEG, Pillow's draft mode) or reduced (other formats, box
+            averages) at 1/2, 1/4 or 1/8 scale as long as both sides stay at least this large.
 
     Raises:
         InvalidImageError: what is wrong, and what is accepted.
@@ -63,15 +76,34 @@ def decode(
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise InvalidImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this process; truncated files "
                                 "would be silently accepted. Unset it to classify images.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            _check_pixels(im.size, max_pixels)
+    with _decode_errors(max_pixels):
+        im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        _check_pixels(im.size, max_pixels)
+    large = im.width * im.height * _bytes_per_pixel(im.mode) > LARGE_BYTES
+    with _one_of_few() if large else contextlib.nullcontext():
+        with _decode_errors(max_pixels):
             if min_side and im.format in ("JPEG", "MPO"):
                 _draft(im, min_side)
             im.load()
             im = ImageOps.exif_transpose(im)
+        return to_rgb(_reduce(im, min_side) if min_side else im)
+
+
+@contextlib.contextmanager
+def _one_of_few() -> Iterator[None]:
+    """One of the DECODE_SLOTS places for a large decode; the heap's freed pages go back to the system after it
+    (the server's heap keeps freed blocks for the next forward pass, `residency.tune_heap`)."""
+    with _decoding, residency.trimmed_after():
+        yield
+
+
+@contextlib.contextmanager
+def _decode_errors(max_pixels: int) -> Iterator[None]:
+    """Pillow's errors while opening and decoding, as one InvalidImageError sentence each."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            yield
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
@@ -82,7 +114,28 @@ def decode(
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise InvalidImageError(f"The image could not be decoded ({_reason(exc)}); it may be truncated or damaged. "
                                 f"Accepted: complete {ACCEPTED_TEXT} files.") from None
-    return to_rgb(im)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    if mode.startswith("I;16"):
+        return 2
+    if mode in ("I", "F") or mode.startswith(("I;32", "F;")):
+        return 4
+    try:
+        return Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        return 4
+
+
+def _reduce(im: Image.Image, min_side: int) -> Image.Image:
+    """A large image (other than a JPEG that draft mode already shrank) reduced by 2, 4 or 8 (box averages, as
+    libjpeg's reduced decoding does) while both sides stay at least `min_side`."""
+    scale = 1
+    while scale < 8 and min(im.size) // (scale * 2) >= min_side:
+        scale *= 2
+    if scale == 1:
+        return im
+    return (im if im.mode in _REDUCIBLE else to_rgb(im)).reduce(scale)
 
 
 def _reason(exc: Exception) -> str:
@@ -151,24 +204,46 @@ def to_rgb(im: Image.Image) -> Image.Image:
         if mode == "RGB":
             return im
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*WHITE, 255)), rgba).convert("RGB")
+        out = Image.new("RGB", im.size)
+        for box in _strips(im.size):
+            rgba = im.crop(box).convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (*WHITE, 255))
+            out.paste(Image.alpha_composite(white, rgba).convert("RGB"), box[:2])
+        return out
     if mode.startswith("I") or mode == "F":
         return Image.fromarray(_scale_to_8bit(np.asarray(im), mode)).convert("RGB")
     return im.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+def _strips(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes of whole rows, about STRIP_PIXELS each, covering an image of `size`."""
+    w, h = size
+    rows = max(1, STRIP_PIXELS // w)
+    for top in range(0, h, rows):
+        yield 0, top, w, min(h, top + rows)
+
+
 def _scale_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
-    """16-bit integers map 0..65535 onto 0..255; floats in [0, 1] scale by 255; other ranges stretch to fit."""
-    a = np.nan_to_num(a.astype(np.float64))
-    lo, hi = float(a.min()), float(a.max())
-    if mode == "F" and lo >= 0.0 and hi <= 1.0:
-        a = a * 255.0
-    elif mode != "F" and lo >= 0 and hi <= 65535:
-        a = a / 257.0
-    else:  # floats outside [0, 1], 32-bit integers outside the 16-bit range: stretch what is there
-        a = (a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    """16-bit integers map 0..65535 onto 0..255; floats in [0, 1] scale by 255; other ranges stretch to fit.
+    Computed in float64 a strip of rows at a time (never a float64 copy of the whole image)."""
+    rows = max(1, STRIP_PIXELS // max(1, a.shape[1] if a.ndim > 1 else 1))
+    strips = [slice(top, top + rows) for top in range(0, a.shape[0], rows)]
+    lo, hi = math.inf, -math.inf
+    for s in strips:
+        part = np.nan_to_num(a[s].astype(np.float64), copy=False)
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    out = np.empty(a.shape, np.uint8)
+    for s in strips:
+        part = np.nan_to_num(a[s].astype(np.float64), copy=False)
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:
+            part *= 255.0
+        elif mode != "F" and lo >= 0 and hi <= 65535:
+            part /= 257.0
+        else:  # floats outside [0, 1], 32-bit integers outside the 16-bit range: stretch what is there
+            part -= lo
+            part *= 255.0 / (hi - lo) if hi > lo else 0.0
+        out[s] = np.clip(np.rint(part, out=part), 0, 255, out=part)
+    return out
 
 
 @dataclass(frozen=True)

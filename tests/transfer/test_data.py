@@ -107,3 +107,22 @@ def test_a_good_zip_ignores_macos_and_hidden_files_and_lists_bad_images(tmp_path
     assert ds.classes == ["cat", "cup"] and ds.counts() == {"cat": (1, 1), "cup": (2, 1)}
     assert [p for p, _ in ds.skipped] == ["cup/broken.jpg"]
 
+
+
+def test_small_images_stay_decoded_only_up_to_a_memory_budget(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for c, colour in (("red", (250, 10, 10)), ("blue", (10, 10, 250))):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.new("RGB", (64, 64), tuple(v // (i + 1) for v in colour)).save(tmp_path / c / f"{i}.png")
+    monkeypatch.setattr(data, "KEPT_DECODED_BYTES", 5 * 4 * 64 * 64)  # room for five of the twelve
+    ds = data.from_folder(tmp_path)
+    examples = ds.train + ds.val
+    assert sum(isinstance(ex.source, Image.Image) for ex in examples) == 5
+    assert sum(isinstance(ex.source, Path) for ex in examples) == 7
+    for ex in examples:  # decoded again on use, the same pixels
+        c = ex.path.split("/")[0]
+        i = int(ex.path.split("/")[1].split(".")[0])
+        want = tuple(v // (i + 1) for v in ((250, 10, 10) if c == "red" else (10, 10, 250)))
+        assert ex.image.mode == "RGB" and ex.image.getpixel((5, 5)) == want

@@ -1,8 +1,8 @@
 """Datasets for the transfer lab: scikit-learn's handwritten digits (built in, offline), a folder of class
 folders, or an uploaded zip of one (checked, then extracted into the job's own temporary folder).
 Every image is decoded once up front, so unreadable ones are skipped and listed before anything trains;
-only small images stay decoded, larger ones are decoded again when used (memory bounded by the dataset's
-files, ZOO_MAX_DATASET_MB, not by their pixels)."""
+small images stay decoded up to KEPT_DECODED_BYTES in all, the others are decoded again when used (memory
+bounded by that, not by the number of images: 15,000 solid 256x256 PNGs in a 10 MB zip held 4 GB decoded)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ MIN_PER_CLASS = 2  # one for training and one for validation at least
 
 
 KEEP_DECODED = 256 * 256  # pixels: images this small stay decoded in memory, larger ones are decoded when used
+KEPT_DECODED_BYTES = 256 * 2**20  # most memory a dataset's decoded images hold (Pillow's RGB: 4 bytes a pixel)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
     digest = hashlib.sha256()
     classes, examples, skipped = [], [], []
     max_bytes, budget, total = settings.max_image_mb * 1024 * 1024, settings.max_dataset_mb * 1024 * 1024, 0
+    kept = 0  # bytes of the decoded images kept
     for folder in folders:
         label = len(classes)
         classes.append(folder.name)
@@ -145,7 +147,11 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
                 raise InvalidDatasetError(f"{name or root.name}: its images pass {budget / 2**20:,.0f} MiB at {rel}; "
                                           "this server takes datasets up to that size (ZOO_MAX_DATASET_MB).")
             digest.update(rel.encode() + hashlib.sha256(data).digest())
-            keep = image if image.width * image.height <= KEEP_DECODED else path.resolve()
+            pixels = image.width * image.height
+            if pixels <= KEEP_DECODED and kept + 4 * pixels <= KEPT_DECODED_BYTES:
+                keep, kept = image, kept + 4 * pixels
+            else:
+                keep = path.resolve()
             examples.append(Example(rel, label, keep))
     return _build(name or root.name, classes, examples, digest, skipped, val_fraction, seed)
 
