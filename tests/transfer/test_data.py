@@ -126,3 +126,29 @@ def test_small_images_stay_decoded_only_up_to_a_memory_budget(tmp_path, monkeypa
         i = int(ex.path.split("/")[1].split(".")[0])
         want = tuple(v // (i + 1) for v in ((250, 10, 10) if c == "red" else (10, 10, 250)))
         assert ex.image.mode == "RGB" and ex.image.getpixel((5, 5)) == want
+
+
+def test_job_folders_of_processes_that_died_are_removed_when_the_next_job_starts(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from zoo import paths
+
+    jobs = paths.jobs()
+    jobs.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = jobs / f"p{int(dead.stdout)}-0badc0de-x1"  # left by a process killed mid-job
+    live = jobs / f"p{os.getppid()}-00c0ffee-x2"  # another process's job, running now
+    stale, fresh = jobs / "1234abcd-old", jobs / "5678abcd-new"  # named the old way
+    for folder in (orphan, live, stale, fresh):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "x.png").write_bytes(b"x" * 100)
+    day_ago = time.time() - data.LEGACY_JOB_AGE_S - 60
+    os.utime(stale, (day_ago, day_ago))
+    with data.job_folder() as job:
+        assert job.name.startswith(f"p{os.getpid()}-")
+        assert not orphan.exists() and not stale.exists()
+        assert live.exists() and fresh.exists()
+    assert not job.exists()

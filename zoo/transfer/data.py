@@ -7,9 +7,11 @@ bounded by that, not by the number of images: 15,000 solid 256x256 PNGs in a 10 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,9 +158,14 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
     return _build(name or root.name, classes, examples, digest, skipped, val_fraction, seed)
 
 
+LEGACY_JOB_AGE_S = 24 * 3600  # a job folder named the old way (no owner in its name) is removed after this long
+
+
 @contextmanager
 def job_folder(settings: Settings | None = None, what: str = "Cannot start this job") -> Iterator[Path]:
-    """A temporary folder for one job (an upload's extracted files), removed when the job ends.
+    """A temporary folder for one job (an upload's extracted files), removed when the job ends. Its name says
+    which process owns it (`p<pid>-...`): folders left by a process that died (SIGKILL, out of memory, a power
+    cut: up to ZOO_MAX_DATASET_MB each) are removed when the next job starts.
 
     Raises:
         StoreError: the store is full, read-only or not a folder: '`what`: why and what to do', one line.
@@ -167,11 +174,28 @@ def job_folder(settings: Settings | None = None, what: str = "Cannot start this 
     parent = paths.jobs(settings)
     with durable.storing(what, settings.weights_dir):
         parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=parent))
+        _remove_orphans(parent)
+        folder = Path(tempfile.mkdtemp(prefix=f"p{os.getpid()}-{uuid.uuid4().hex[:8]}-", dir=parent))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Job folders whose process is gone (or, named the old way, older than LEGACY_JOB_AGE_S)."""
+    for old in parent.iterdir():
+        owner = old.name.split("-", 1)[0]
+        if owner.startswith("p") and owner[1:].isdigit():
+            if durable.alive(int(owner[1:])):
+                continue
+        else:
+            try:
+                if time.time() - old.stat().st_mtime < LEGACY_JOB_AGE_S:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def from_zip(path: Path, workdir: Path, val_fraction: float = 0.2, seed: int = 0,
