@@ -54,3 +54,30 @@ def test_a_feature_cache_that_cannot_be_written_does_not_end_the_run(stored, dig
     cache.write_text("a file where the cache folder would be: writing fails as on a full or read-only disk")
     probe = lab.train(digits, TAG, "linear", FitConfig(epochs=2), size=32)
     assert probe.scores.top1 > 0.1 and not probe.features_cached and cache.is_file()
+
+
+def test_the_feature_cache_keeps_the_most_recently_used_files_within_its_budget(tmp_path):
+    import os
+
+    files = []
+    for i, size in enumerate((400, 300, 200, 100)):
+        f = tmp_path / f"{i}.safetensors"
+        f.write_bytes(b"x" * size)
+        os.utime(f, (1000 + i, 1000 + i))  # 0 is the least recently used
+        files.append(f)
+    os.utime(files[0], (2000, 2000))  # ...until a hit touches it
+    lab.bound_cache(tmp_path, 650, keep=files[3])
+    assert [f.exists() for f in files] == [True, False, False, True]  # 400 + 100 kept; 300 and 200 went
+    lab.bound_cache(tmp_path, 50, keep=files[3])
+    assert [f.exists() for f in files] == [False, False, False, True]  # the one just written always stays
+
+
+def test_a_zero_feature_cache_budget_caches_nothing(stored, digits, monkeypatch):
+    from zoo import paths, settings
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE_MB", "0")
+    settings.get_settings.cache_clear()
+    first = lab.train(digits, TAG, "linear", FitConfig(epochs=1), size=32)
+    again = lab.train(digits, TAG, "linear", FitConfig(epochs=1), size=32)
+    assert not first.features_cached and not again.features_cached
+    assert not list(paths.feature_cache().glob("*.safetensors"))

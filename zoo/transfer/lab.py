@@ -3,14 +3,17 @@ strategy trains (frozen-backbone strategies on cached features), measure it on t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,19 +89,40 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
     if path.is_file():
         try:
             t = load_file(str(path))
+            with contextlib.suppress(OSError):
+                os.utime(path)  # used now: the last to go when the cache is over ZOO_FEATURE_CACHE_MB
             return (t["train"], y_train, t["val"], y_val), 0.0, True
         except Exception:  # a damaged cache entry: compute again and replace it
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     backbone = model.backbone.eval()
     feats = [predict(backbone, x, batch, device) for x in _pixels(dataset, pre)]
-    if write:  # under torchrun only the main process writes the cache
+    size = sum(f.numel() * f.element_size() for f in feats)
+    if write and size <= settings.feature_cache_mb * 2**20:  # under torchrun only the main process writes the cache
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.save_atomic({"train": feats[0], "val": feats[1]}, path, {"format": "pt"})
+            bound_cache(path.parent, settings.feature_cache_mb * 2**20, keep=path)
         except OSError as exc:  # a cache only saves time: a full or read-only disk must not end the run
             log.warning("features not cached (%s): %s", path.parent, exc.strerror or exc)
     return (feats[0], y_train, feats[1], y_val), time.perf_counter() - t0, False
+
+
+def bound_cache(folder: Path, most: int, keep: Path) -> None:
+    """Remove the least recently used `*.safetensors` of `folder` (by modification time: a hit touches its file)
+    until they take at most `most` bytes; `keep` (the one just written) stays."""
+    entries = []
+    for f in folder.glob("*.safetensors"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            entries.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= most:
+            break
+        if f != keep:
+            f.unlink(missing_ok=True)
+            total -= size
 
 
 def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = None, *, size: int | None = None,
