@@ -33,7 +33,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     apierrors.install_generic(app.routes[-1].app)  # the UI's bare 404/405s in the one JSON shape too
     ui.install_sessions(app.routes[-1].app, settings.max_sessions)  # bounded, and cheap for each new visitor
     ui.install_queue_wake(app.routes[-1].app)  # its queue waits for work instead of polling every 1 ms
-    ui.install_refusals(app.routes[-1].app)  # a full queue names ZOO_QUEUE_SIZE
+    ui.install_refusals(app.routes[-1].app, settings)  # refusals name their setting; uploads' disk bounded
     return app
 
 

@@ -40,3 +40,48 @@ def test_a_full_queue_names_zoo_queue_size_and_how_many_wait(small_limits):
         r = http.post("/gradio_api/call/model_card", json={"data": ["resnet18.a1_in1k"]})
         body = r.text if r.status_code != 200 else http.get(f"/gradio_api/call/model_card/{r.json()['event_id']}").text
     assert "Queue is full: 0 requests are waiting, the most this server takes (ZOO_QUEUE_SIZE=0)." in body, body
+
+
+def test_uploads_past_their_disk_budget_are_refused_before_their_body_is_read(monkeypatch, tmp_path):
+    import threading
+
+    from app import build_app
+
+    monkeypatch.setenv("ZOO_UPLOADS_MAX_MB", "2")
+    settings.get_settings.cache_clear()
+    server = LiveServer(build_app()).start()
+    try:
+        url = f"{server.url}/gradio_api/upload"
+        ok = httpx.post(url, files={"files": ("a.png", b"x" * 500_000, "image/png")}, timeout=30)
+        assert ok.status_code == 200  # 0.5 MB stored (and the examples Gradio caches there, ~0.3 MB) of 2 MiB
+
+        # a second upload arrives slowly: its 0.9 MB are promised while it is read
+        started, release, answers = threading.Event(), threading.Event(), []
+        head = (b'--b0\r\nContent-Disposition: form-data; name="files"; filename="s.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n")
+        tail = b"\r\n--b0--\r\n"
+        length = 900_000
+
+        def slow_body():
+            yield head + b"x" * 1000
+            started.set()
+            release.wait(20)
+            yield b"x" * (length - len(head) - len(tail) - 1000) + tail
+
+        def send():
+            answers.append(httpx.post(url, content=slow_body(), timeout=30, headers={
+                "content-length": str(length), "content-type": "multipart/form-data; boundary=b0"}).status_code)
+
+        slow = threading.Thread(target=send)
+        slow.start()
+        assert started.wait(10)
+        refused = httpx.post(url, files={"files": ("b.png", b"x" * 800_000, "image/png")}, timeout=30)
+        release.set()
+        slow.join(30)
+        assert refused.status_code == 507
+        assert "ZOO_UPLOADS_MAX_MB" in refused.text and "of the 2 MiB" in refused.text, refused.text
+        assert "this one needs 0.8 MiB" in refused.text
+        assert answers == [200]  # the slow one was stored (1.7 MB now): its promise became usage
+        assert httpx.post(url, files={"files": ("c.png", b"x" * 50_000, "image/png")}, timeout=30).status_code == 200
+    finally:
+        server.stop()

@@ -72,3 +72,47 @@ def start_sweeper(folder: Path, older_than_s: float) -> threading.Thread:
             thread = _SWEEPERS[folder] = threading.Thread(target=loop, name="zoo-upload-sweeper", daemon=True)
             thread.start()
     return thread
+
+
+class DiskBudget:
+    """The bytes the upload folder may hold, stored and in flight together (ZOO_UPLOADS_MAX_MB).
+
+    An upload reserves its declared length (its Content-Length; the per-file limit when it declares none) before
+    its body is read, and gives the reservation back when its request ends: what it stored by then is counted
+    in the folder's usage, read from the disk at most every USAGE_EVERY_S. 120 uploads cut off at 10 MB each
+    left 1.2 GB for the sweeper to find 60-90 s later; with the budget, uploads past it are refused at once.
+    """
+
+    USAGE_EVERY_S = 1.0
+
+    def __init__(self, folder: Path, most: int):
+        self.folder, self.most = folder, most
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._usage, self._read_at = 0, float("-inf")
+
+    def usage(self) -> int:
+        """Bytes of the files under the folder now (cached for USAGE_EVERY_S)."""
+        now = time.monotonic()
+        if now - self._read_at >= self.USAGE_EVERY_S:
+            total = 0
+            for root, _, files in os.walk(self.folder):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(root, name)).st_size
+            self._usage, self._read_at = total, now
+        return self._usage
+
+    def reserve(self, size: int) -> int | None:
+        """Reserve `size` bytes: None when granted, else the bytes the folder holds and has promised now."""
+        with self._lock:
+            held = self.usage() + self._reserved
+            if held + size > self.most:
+                return held
+            self._reserved += size
+            return None
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._reserved -= size
+            self._read_at = float("-inf")  # what the upload stored is on the disk now: read it next time

@@ -6,15 +6,22 @@
 - An upload over ZOO_MAX_UPLOAD_MB: Gradio answers 413 "File size exceeded maximum allowed size of 1073741824
   bytes." in plain text; it becomes "The file is larger than this server takes: at most 1,024 MiB
   (ZOO_MAX_UPLOAD_MB); this upload is 1,100.0 MiB." (the size when the request said how long it is).
+- An upload past ZOO_UPLOADS_MAX_MB (all uploads' disk together, `uploads.DiskBudget`) is refused before its
+  body is read: 507, naming the setting and the usage met.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from zoo import uploads
+from zoo.settings import Settings
 from zoo.ui.sessions import require_gradio
 
 
@@ -63,8 +70,46 @@ class UploadLimitWording:
         await self.app(scope, receive, reword)
 
 
-def install(gradio_app: Any) -> None:
-    """Reword the mounted Gradio app's queue-full and upload-size refusals (call after `gr.mount_gradio_app`).
+def uploads_full(held: int, most: int, size: int) -> str:
+    return (f"The server's upload space is full: uploads take {held / 2**20:,.0f} MiB of the {most / 2**20:,.0f} MiB "
+            f"they may (ZOO_UPLOADS_MAX_MB), and this one needs {size / 2**20:,.1f} MiB. Try again in a few minutes: "
+            "uploads are deleted after ZOO_UPLOAD_TTL_S.")
+
+
+class UploadDiskBudget:
+    """ASGI middleware: each upload reserves its declared length in the uploads' DiskBudget while it runs."""
+
+    def __init__(self, app: Any, budget: uploads.DiskBudget, undeclared: int):
+        self.app, self.budget, self.undeclared = app, budget, undeclared
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        size = int(declared) if declared.isdigit() else self.undeclared
+        held = self.budget.reserve(size)
+        if held is not None:
+            body = uploads_full(held, self.budget.most, size).encode()
+            await send({"type": "http.response.start", "status": 507, "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.budget.release(size)
+
+
+def upload_folder() -> Path:
+    """Where Gradio keeps uploads: GRADIO_TEMP_DIR (`app.py` gives each server its own), else its default."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def install(gradio_app: Any, settings: Settings) -> None:
+    """Reword the mounted Gradio app's queue-full and upload-size refusals, and keep its uploads within
+    ZOO_UPLOADS_MAX_MB (call after `gr.mount_gradio_app`, and after GRADIO_TEMP_DIR is set).
 
     Raises:
         RuntimeError: this Gradio's queue refuses some other way (an upgrade changed its internals).
@@ -83,3 +128,5 @@ def install(gradio_app: Any) -> None:
 
     queue.push = reworded
     gradio_app.add_middleware(UploadLimitWording)
+    budget = uploads.DiskBudget(upload_folder(), settings.uploads_max_mb * 2**20)
+    gradio_app.add_middleware(UploadDiskBudget, budget=budget, undeclared=settings.max_upload_mb * 2**20)
