@@ -78,29 +78,32 @@ class DiskBudget:
     """The bytes the upload folder may hold, stored and in flight together (ZOO_UPLOADS_MAX_MB).
 
     An upload reserves its declared length (its Content-Length; the per-file limit when it declares none) before
-    its body is read, and gives the reservation back when its request ends: what it stored by then is counted
-    in the folder's usage, read from the disk at most every USAGE_EVERY_S. 120 uploads cut off at 10 MB each
-    left 1.2 GB for the sweeper to find 60-90 s later; with the budget, uploads past it are refused at once.
+    its body is read; when its request ends the reservation moves to the folder's usage (what it may have stored),
+    which is read from the disk again at most every USAGE_EVERY_S, or every WALK_SHARE times as long as the last
+    reading took (a folder of many files is not walked on every upload). 120 uploads cut off at 10 MB each left
+    1.2 GB for the sweeper to find 60-90 s later; with the budget, uploads past it are refused at once.
     """
 
     USAGE_EVERY_S = 1.0
+    WALK_SHARE = 50
 
     def __init__(self, folder: Path, most: int):
         self.folder, self.most = folder, most
         self._lock = threading.Lock()
         self._reserved = 0
-        self._usage, self._read_at = 0, float("-inf")
+        self._usage, self._read_at, self._every = 0, float("-inf"), self.USAGE_EVERY_S
 
     def usage(self) -> int:
         """Bytes of the files under the folder now (cached for USAGE_EVERY_S)."""
         now = time.monotonic()
-        if now - self._read_at >= self.USAGE_EVERY_S:
+        if now - self._read_at >= self._every:
             total = 0
             for root, _, files in os.walk(self.folder):
                 for name in files:
                     with contextlib.suppress(OSError):
                         total += os.lstat(os.path.join(root, name)).st_size
-            self._usage, self._read_at = total, now
+            self._usage, self._read_at = total, time.monotonic()
+            self._every = max(self.USAGE_EVERY_S, self.WALK_SHARE * (self._read_at - now))
         return self._usage
 
     def reserve(self, size: int) -> int | None:
@@ -113,6 +116,7 @@ class DiskBudget:
             return None
 
     def release(self, size: int) -> None:
+        """The upload's request ended: what it reserved counts as stored until the next reading of the disk."""
         with self._lock:
             self._reserved -= size
-            self._read_at = float("-inf")  # what the upload stored is on the disk now: read it next time
+            self._usage += size

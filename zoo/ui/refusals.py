@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from zoo import uploads
 from zoo.settings import Settings
 from zoo.ui.sessions import require_gradio
@@ -88,7 +90,7 @@ class UploadDiskBudget:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
         size = int(declared) if declared.isdigit() else self.undeclared
-        held = self.budget.reserve(size)
+        held = await anyio.to_thread.run_sync(self.budget.reserve, size)  # may walk the folder: off the event loop
         if held is not None:
             body = uploads_full(held, self.budget.most, size).encode()
             await send({"type": "http.response.start", "status": 507, "headers": [
