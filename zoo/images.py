@@ -130,9 +130,7 @@ def _bytes_per_pixel(mode: str) -> int:
 def _reduce(im: Image.Image, min_side: int) -> Image.Image:
     """A large image (other than a JPEG that draft mode already shrank) reduced by 2, 4 or 8 (box averages, as
     libjpeg's reduced decoding does) while both sides stay at least `min_side`."""
-    scale = 1
-    while scale < 8 and min(im.size) // (scale * 2) >= min_side:
-        scale *= 2
+    scale = _scale(im.size, min_side)
     if scale == 1:
         return im
     return (im if im.mode in _REDUCIBLE else to_rgb(im)).reduce(scale)
@@ -183,13 +181,19 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
                                 f"{max_pixels:,} (ZOO_MAX_IMAGE_PIXELS). Downscale it first.")
 
 
+def _scale(size: tuple[int, int], min_side: int) -> int:
+    """1, 2, 4 or 8: the most an image of `size` may shrink while both sides stay at least `min_side`."""
+    scale = 1
+    while scale < 8 and min(size) // (scale * 2) >= min_side:
+        scale *= 2
+    return scale
+
+
 def _draft(im: Image.Image, min_side: int) -> None:
     """Let libjpeg decode at a reduced scale while both sides stay at least `min_side`."""
-    w, h = im.size
-    scale = 1
-    while scale < 8 and min(w, h) // (scale * 2) >= min_side:
-        scale *= 2
+    scale = _scale(im.size, min_side)
     if scale > 1:
+        w, h = im.size
         im.draft(im.mode, (math.ceil(w / scale), math.ceil(h / scale)))
 
 
@@ -216,9 +220,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _strips(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
-    """Boxes of whole rows, about STRIP_PIXELS each, covering an image of `size`."""
+    """Boxes (left, top, right, bottom) of whole rows, about STRIP_PIXELS each, covering an image of `size`."""
     w, h = size
-    rows = max(1, STRIP_PIXELS // w)
+    rows = max(1, STRIP_PIXELS // max(1, w))
     for top in range(0, h, rows):
         yield 0, top, w, min(h, top + rows)
 
@@ -226,8 +230,7 @@ def _strips(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
 def _scale_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
     """16-bit integers map 0..65535 onto 0..255; floats in [0, 1] scale by 255; other ranges stretch to fit.
     Computed in float64 a strip of rows at a time (never a float64 copy of the whole image)."""
-    rows = max(1, STRIP_PIXELS // max(1, a.shape[1] if a.ndim > 1 else 1))
-    strips = [slice(top, top + rows) for top in range(0, a.shape[0], rows)]
+    strips = [slice(top, bottom) for _, top, _, bottom in _strips((a.shape[1] if a.ndim > 1 else 1, a.shape[0]))]
     lo, hi = math.inf, -math.inf
     for s in strips:
         part = np.nan_to_num(a[s].astype(np.float64), copy=False)

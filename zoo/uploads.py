@@ -93,6 +93,10 @@ class DiskBudget:
         self._reserved = 0
         self._usage, self._read_at, self._every = 0, float("-inf"), self.USAGE_EVERY_S
 
+    def due(self) -> bool:
+        """Whether the next `usage` reads the folder (else it answers from memory)."""
+        return time.monotonic() - self._read_at >= self._every
+
     def usage(self) -> int:
         """Bytes of the files under the folder now (cached for USAGE_EVERY_S)."""
         now = time.monotonic()

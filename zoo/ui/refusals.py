@@ -40,6 +40,10 @@ def upload_too_large(gradio_text: str, content_length: str | None) -> str:
     return f"The file is larger than this server takes: {most} (ZOO_MAX_UPLOAD_MB){met}."
 
 
+def _is_upload(scope: dict) -> bool:
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
+
+
 class UploadLimitWording:
     """ASGI middleware: Gradio's plain-text 413 for an upload over its limit, reworded (`upload_too_large`)."""
 
@@ -47,7 +51,7 @@ class UploadLimitWording:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
+        if not _is_upload(scope):
             await self.app(scope, receive, send)
             return
         held: list[dict] = []
@@ -85,12 +89,15 @@ class UploadDiskBudget:
         self.app, self.budget, self.undeclared = app, budget, undeclared
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
+        if not _is_upload(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
         size = int(declared) if declared.isdigit() else self.undeclared
-        held = await anyio.to_thread.run_sync(self.budget.reserve, size)  # may walk the folder: off the event loop
+        if self.budget.due():  # the folder is read again: off the event loop
+            held = await anyio.to_thread.run_sync(self.budget.reserve, size)
+        else:
+            held = self.budget.reserve(size)
         if held is not None:
             body = uploads_full(held, self.budget.most, size).encode()
             await send({"type": "http.response.start", "status": 507, "headers": [
