@@ -92,6 +92,10 @@ class Cancelled(ZooError):
     """A training run was cancelled; nothing it trained is kept."""
 
 
+class ServerStopping(ZooError):
+    """The server is shutting down: a long job was stopped before it finished; nothing it trained is kept."""
+
+
 class HubLookupError(ZooError, FileNotFoundError):
     """The Hub mirror has no such repo, revision or file. `code` is what the Hub sends as X-Error-Code.
 

@@ -29,7 +29,7 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 from uvicorn.server import STARTUP_FAILURE
 
-from zoo import httpfiles
+from zoo import httpfiles, lifecycle
 
 CONNECTION_TIMEOUT_S = httpfiles.STALL_S + 15  # after the app's own drop, which logs why
 HEADERS_S = 20.0  # nginx's client_header_timeout is 60 s; a request's headers travel in one packet or a few
@@ -41,7 +41,7 @@ CUT_OFF = "a request was cut off: its client left, or sent its body too slowly o
 
 class Server(uvicorn.Server):
     """`uvicorn.Server` with the header deadline and, on its listening TCP sockets, TCP_USER_TIMEOUT (see the
-    module's docstring)."""
+    module's docstring); while it shuts down, `lifecycle.stopping()` is true."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.config.http_protocol_class = _with_header_deadline(self.config.http_protocol_class)
@@ -52,6 +52,13 @@ class Server(uvicorn.Server):
         for server in getattr(self, "servers", []):
             for sock in server.sockets or ():
                 limit_unacknowledged(sock, CONNECTION_TIMEOUT_S)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        lifecycle.begin_shutdown()  # long jobs end now with a sentence for their page (`lifecycle`)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            lifecycle.end_shutdown()  # a server started later in this process (tests) serves jobs again
 
 
 class _OneLineForCutOffBodies(logging.Filter):

@@ -8,6 +8,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from zoo import lifecycle
+
+WATCH_S = 0.25  # how often a job's handler looks whether the server is shutting down
 Emit = Callable[[str, Any], None]  # (kind, payload)
 
 
@@ -16,6 +19,8 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str) -> Iterator[tu
 
     The job's exception is raised here, in the handler's thread (so `user_errors` shows it). When the consumer
     stops early (the page left, or Cancel was pressed), `cancel` is set and the job stops at its next step.
+    When the server begins to shut down, `lifecycle.stopped()` is raised here within WATCH_S, wherever the job
+    is (reading a dataset does not look at `cancel`), so the page gets that sentence before ZOO_SHUTDOWN_S ends.
     """
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
@@ -29,9 +34,16 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str) -> Iterator[tu
     threading.Thread(target=work, name=name, daemon=True).start()
     try:
         while True:
-            kind, payload = events.get()
+            try:
+                kind, payload = events.get(timeout=WATCH_S)
+            except queue.Empty:
+                kind, payload = "idle", None
+            if lifecycle.stopping() and kind != "done":
+                raise lifecycle.stopped()
             if kind == "error":
                 raise payload
+            if kind == "idle":
+                continue
             yield kind, payload
             if kind == "done":
                 return

@@ -1,0 +1,100 @@
+"""A server that begins to shut down ends its long jobs at once, with a sentence their page can show."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.liveserver import free_port
+from zoo import lifecycle
+from zoo.errors import ServerStopping
+from zoo.settings import REPO_ROOT
+from zoo.ui import relay
+
+
+def test_a_job_s_handler_ends_with_the_sentence_wherever_the_job_is():
+    release, finished, seen = threading.Event(), threading.Event(), {}
+
+    def job(emit, cancel):
+        emit("report", 1)
+        release.wait(10)  # like reading a dataset: a step that does not look at `cancel`
+        seen["cancelled"] = cancel.is_set()
+        finished.set()
+        return "trained"
+
+    events = relay.relay(job, "test-job")
+    assert next(events) == ("report", 1)
+    lifecycle.begin_shutdown()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ServerStopping, match="The server is shutting down, so this training was stopped"):
+            next(events)
+        assert time.monotonic() - start < 2 * relay.WATCH_S + 1
+    finally:
+        lifecycle.end_shutdown()
+        release.set()
+    assert finished.wait(10) and seen["cancelled"]  # the job itself stops at its next step
+
+
+def test_a_job_that_finishes_is_unaffected_by_a_server_that_serves():
+    assert not lifecycle.stopping()
+    assert list(relay.relay(lambda emit, cancel: (emit("report", 2), "trained")[1], "test-job")) == [
+        ("report", 2),
+        ("done", "trained"),
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_tells_the_page_why_and_the_server_exits_without_waiting_out_the_grace():
+    import httpx
+
+    from zoo.ui.degradation_tab import DATA_DIGITS
+
+    port = free_port()
+    env = {**os.environ, "ZOO_PORT": str(port), "ZOO_SHUTDOWN_S": "60", "PYTHONPATH": str(REPO_ROOT)}
+    server = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.3)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            data = [DATA_DIGITS, None, [56], "A", 30, 8, True]  # minutes of training
+            event = http.post("/gradio_api/call/degradation", json={"data": data}).json()["event_id"]
+            updates = []
+            with http.stream("GET", f"/gradio_api/call/degradation/{event}") as stream:
+                lines = stream.iter_lines()
+                for line in lines:
+                    if line.startswith("data:") and "Epoch 1 of 30" in line:
+                        break  # training has started
+                start = time.monotonic()
+                server.send_signal(signal.SIGTERM)
+                kind = None
+                for line in lines:
+                    if line.startswith("event:"):
+                        kind = line.split(":", 1)[1].strip()
+                    elif line.startswith("data:"):
+                        updates.append((kind, line[5:].strip()))
+            server.wait(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        if server.poll() is None:
+            server.kill()
+    last_kind, last = updates[-1]
+    assert last_kind == "complete", updates[-3:]
+    assert "The server is shutting down, so this training was stopped" in json.loads(last)[0]
+    assert "cancel scope" not in server.stderr.read()
+    assert took < 15, took  # not ZOO_SHUTDOWN_S=60: the stream ended as soon as the job did
