@@ -69,8 +69,8 @@ def _own_upload_folder() -> None:
     from zoo import durable
 
     for old in Path(tempfile.gettempdir()).glob(f"{UPLOADS_PREFIX}*-*"):
-        pid = old.name.removeprefix(UPLOADS_PREFIX).split("-")[0]
-        if not (pid.isdigit() and durable.alive(int(pid))):
+        pid = durable.owner(old.name, UPLOADS_PREFIX)
+        if not (pid is not None and durable.alive(pid)):
             shutil.rmtree(old, ignore_errors=True)  # its server is gone
     folder = tempfile.mkdtemp(prefix=f"{UPLOADS_PREFIX}{os.getpid()}-")
     os.environ["GRADIO_TEMP_DIR"] = folder

@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -199,7 +200,13 @@ def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
 
     _env(monkeypatch, ZOO_UPLOAD_TTL_S=30, ZOO_MAX_SESSIONS=5)
     monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # unset for build_app, and restored after the test
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = Path(tempfile.mkdtemp(prefix=f"resnet-zoo-uploads-{gone.pid}-"))  # a server that was SIGKILLed
+    live = Path(tempfile.mkdtemp(prefix=f"resnet-zoo-uploads-{os.getppid()}-"))  # a server still serving
     gradio_app = build_app().routes[-1].app
+    assert not dead.exists() and live.is_dir()
+    live.rmdir()
     blocks = gradio_app.get_blocks()
     assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s
     assert blocks.state_session_capacity == 5 and blocks.state_holder.capacity == 5

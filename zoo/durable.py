@@ -224,6 +224,14 @@ def alive(pid: int) -> bool:
     return True
 
 
+def owner(name: str, prefix: str) -> int | None:
+    """The process id in a name made as `f"{prefix}{os.getpid()}-..."`, or None for a name not made so. Folders
+    named after their process (job folders, the server's upload folder) are removed by the next process that
+    finds their owner gone (`alive`), which a SIGKILL or an out-of-memory kill never lets clean up itself."""
+    pid = name.removeprefix(prefix).split("-", 1)[0] if name.startswith(prefix) else ""
+    return int(pid) if pid.isdigit() else None
+
+
 def _maybe_unlocked_yet(name: str, path: Path) -> bool:
     """A temp file is created, then locked: for that instant a live writer's file is unlocked. One whose
     writer (the pid in its name) is alive and that is only seconds old is left alone."""

@@ -158,6 +158,7 @@ def from_folder(root: Path, val_fraction: float = 0.2, seed: int = 0, settings: 
     return _build(name or root.name, classes, examples, digest, skipped, val_fraction, seed)
 
 
+JOB_PREFIX = "p"  # a job folder is named p<pid>-<random>-...: removed by the next job once that process is gone
 LEGACY_JOB_AGE_S = 24 * 3600  # a job folder named the old way (no owner in its name) is removed after this long
 
 
@@ -175,7 +176,7 @@ def job_folder(settings: Settings | None = None, what: str = "Cannot start this 
     with durable.storing(what, settings.weights_dir):
         parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(parent)
-        folder = Path(tempfile.mkdtemp(prefix=f"p{os.getpid()}-{uuid.uuid4().hex[:8]}-", dir=parent))
+        folder = Path(tempfile.mkdtemp(prefix=f"{JOB_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-", dir=parent))
     try:
         yield folder
     finally:
@@ -185,9 +186,9 @@ def job_folder(settings: Settings | None = None, what: str = "Cannot start this 
 def _remove_orphans(parent: Path) -> None:
     """Job folders whose process is gone (or, named the old way, older than LEGACY_JOB_AGE_S)."""
     for old in parent.iterdir():
-        owner = old.name.split("-", 1)[0]
-        if owner.startswith("p") and owner[1:].isdigit():
-            if durable.alive(int(owner[1:])):
+        pid = durable.owner(old.name, JOB_PREFIX)
+        if pid is not None:
+            if durable.alive(pid):
                 continue
         else:
             try:
