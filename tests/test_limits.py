@@ -131,6 +131,19 @@ def test_the_runs_quota_refuses_new_runs_and_deletes_nothing(monkeypatch):
     assert (run / "model.safetensors").exists()
 
 
+def test_the_runs_quota_is_a_limit_a_new_run_cannot_pass(monkeypatch):
+    _env(monkeypatch, ZOO_RUNS_MAX_MB=70)
+    run = get_settings().weights_dir / "runs" / "20260101-000000-old"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(bytes(20 * 2**20))
+    need = registry.get("resnet18.a1_in1k").params * 4 / 2**20 + 16  # fp32 weights and the margin: 60.6 MiB
+    with pytest.raises(quota.QuotaExceededError, match=rf"about {need:.1f} MiB.*20\.0 MiB \(1 runs\) of the limit of "
+                       r"70 MiB \(ZOO_RUNS_MAX_MB\)"):
+        lab.train(data.digits(), "resnet18.a1_in1k", "linear")  # refused before any work: no weights are stored
+    assert quota.usage()[1] == 1
+
+
 def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):
     weights.import_file(resnet18_file, "resnet18.a1_in1k")
     port = free_port()

@@ -135,9 +135,9 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
         QuotaExceededError (the stored runs take ZOO_RUNS_MAX_MB).
     """
     settings = settings or get_settings()
-    quota.check(settings)
-    config = config or FitConfig()
     entry = registry.get(tag)
+    quota.check(settings, need=runs.model_bytes(entry.name))
+    config = config or FitConfig()
     if config.lr is None:
         config = dataclasses.replace(config, lr=heads.DEFAULT_LR[heads.check(strategy)])
     runs.check_space(entry.name, settings)  # before the work, not after it

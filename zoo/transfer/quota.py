@@ -42,17 +42,26 @@ def describe(settings: Settings | None = None) -> str:
     return f"Stored runs: {count} taking {used / 2**20:,.1f} MiB of {settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB)."
 
 
-def check(settings: Settings | None = None) -> None:
-    """Refuse a new run when the stored runs already take the whole quota.
+def check(settings: Settings | None = None, need: int = 0) -> None:
+    """Refuse a new run whose model (about `need` bytes) would take the stored runs past the quota, so the quota
+    holds as a limit instead of being passed by the run that reaches it.
 
     Raises:
-        QuotaExceededError: names the usage and the limit, and how to make room.
+        QuotaExceededError: names the usage, what the run needs and the limit, and how to make room.
     """
     settings = settings or get_settings()
     used, count = usage(settings)
-    if used >= settings.runs_max_mb * 2**20:
+    limit = settings.runs_max_mb * 2**20
+    if used >= limit:
         raise QuotaExceededError(
             f"Stored runs take {used / 2**20:,.1f} MiB ({count} runs), at the limit of "
             f"{settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB): delete runs you no longer need "
             "(Transfer lab, Stored runs) or raise the limit; no run is deleted for you."
+        )
+    if used + need > limit:
+        raise QuotaExceededError(
+            f"Not starting: this run's model takes about {need / 2**20:,.1f} MiB, and stored runs take "
+            f"{used / 2**20:,.1f} MiB ({count} runs) of the limit of {settings.runs_max_mb:,} MiB "
+            "(ZOO_RUNS_MAX_MB): delete runs you no longer need (Transfer lab, Stored runs) or raise the limit; "
+            "no run is deleted for you."
         )

@@ -91,6 +91,11 @@ class Run:
         )  # fmt: skip
 
 
+def model_bytes(tag: str) -> int:
+    """About what one stored run of `tag` takes on disk: its fp32 weights, plus a margin for the head and record."""
+    return registry.get(tag).params * 4 + MARGIN
+
+
 def check_space(tags: str | Sequence[str], settings: Settings | None = None, *, each: int = 1) -> None:
     """Refuse to start training when the runs' models (`each` per tag) could not be saved afterwards.
 
@@ -100,7 +105,7 @@ def check_space(tags: str | Sequence[str], settings: Settings | None = None, *, 
     """
     base = (settings or get_settings()).weights_dir
     tags = [tags] if isinstance(tags, str) else list(tags)
-    need = each * sum(registry.get(t).params * 4 + MARGIN for t in tags)  # fp32 weights, the record, the head
+    need = each * sum(model_bytes(t) for t in tags)
     where = next((p for p in (root(settings), base, *base.parents) if p.exists()), base)
     if not where.is_dir() or not os.access(where, os.W_OK):
         raise StoreError(f"Not starting: the run could not be saved afterwards, because "
