@@ -232,8 +232,8 @@ def _scale_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
     Computed in float64 a strip of rows at a time (never a float64 copy of the whole image)."""
     strips = [slice(top, bottom) for _, top, _, bottom in _strips((a.shape[1] if a.ndim > 1 else 1, a.shape[0]))]
     lo, hi = math.inf, -math.inf
-    for s in strips:
-        part = np.nan_to_num(a[s].astype(np.float64), copy=False)
+    for s in strips:  # the range: integers read as they are, floats without their NaN and inf
+        part = a[s] if a.dtype.kind in "biu" else np.nan_to_num(a[s].astype(np.float64), copy=False)
         lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     out = np.empty(a.shape, np.uint8)
     for s in strips:
