@@ -19,6 +19,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     settings = settings or zoo.get_settings()
     _own_upload_folder()
     _sweep_abandoned_uploads(settings)
+    _sweep_dead_jobs(settings)
     app = FastAPI(title="ResNet Zoo", version=zoo.__version__, description=zoo.__doc__, docs_url=None, redoc_url=None)
     docpages.install(app)
     api.install(app)
@@ -51,6 +52,19 @@ def _sweep_abandoned_uploads(settings: zoo.Settings) -> None:
     folder = os.environ.get("GRADIO_TEMP_DIR")
     if folder:
         uploads.start_sweeper(Path(folder), max(settings.upload_ttl_s, serving.BODY_IDLE_S + 10))
+
+
+def _sweep_dead_jobs(settings: zoo.Settings) -> None:
+    """What a server stopped mid-job left behind (its job folder of unpacked images, a run's temp folder) goes
+    at the next start, not only when the next job starts or the next run is saved."""
+    import contextlib
+
+    from zoo import durable
+    from zoo.transfer import data, runs
+
+    with contextlib.suppress(OSError):  # a store that cannot be read says so where it is used
+        data.sweep_jobs(settings)
+        durable.sweep(runs.root(settings))
 
 
 def _own_upload_folder() -> None:

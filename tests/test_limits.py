@@ -217,8 +217,14 @@ def test_uploads_expire_and_session_state_is_bounded(monkeypatch):
     gone.wait()
     dead = Path(tempfile.mkdtemp(prefix=f"resnet-zoo-uploads-{gone.pid}-"))  # a server that was SIGKILLed
     live = Path(tempfile.mkdtemp(prefix=f"resnet-zoo-uploads-{os.getppid()}-"))  # a server still serving
+    job = get_settings().weights_dir / ".cache" / "jobs" / f"p{gone.pid}-0123abcd-x"  # a job of a killed server
+    job.mkdir(parents=True)
+    (job / "data.png").write_bytes(b"unpacked")
+    half_saved = get_settings().weights_dir / "runs" / f".tmp.run.{gone.pid}.x1y2z3"  # killed saving a run
+    half_saved.mkdir(parents=True)
     gradio_app = build_app().routes[-1].app
     assert not dead.exists() and live.is_dir()
+    assert not job.exists() and not half_saved.exists()  # at the start, not only when the next job comes
     live.rmdir()
     blocks = gradio_app.get_blocks()
     assert blocks.delete_cache == (30, 30)  # Gradio deletes uploads older than 30 s, every 30 s

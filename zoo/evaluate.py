@@ -8,6 +8,7 @@ has checked every member.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from zoo import archives, images, inference
-from zoo.errors import InvalidDatasetError, InvalidImageError, close_matches
+from zoo.errors import Cancelled, InvalidDatasetError, InvalidImageError, close_matches
 from zoo.inference import Engine
 from zoo.settings import get_settings
 
@@ -163,11 +164,12 @@ class Evaluation:
 
 
 def evaluate(source: Path, tags: list[str], *, engine: Engine | None = None, progress: Progress | None = None,
-             device: str | torch.device | None = None) -> Evaluation:
+             device: str | torch.device | None = None, cancel: threading.Event | None = None) -> Evaluation:
     """Top-1/top-5 of each tag on a labelled folder or zip; images that cannot be decoded are skipped and listed.
+    Stops before its next batch once `cancel` is set.
 
     Raises:
-        InvalidDatasetError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
+        InvalidDatasetError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, Cancelled, ...
     """
     eng = engine or inference.engine()
     entries = [inference.imagenet_entry(t) for t in dict.fromkeys(tags)]
@@ -178,6 +180,8 @@ def evaluate(source: Path, tags: list[str], *, engine: Engine | None = None, pro
     chunk = eng.settings.max_batch
     min_side = images.draft_side(pres)
     for start in range(0, len(items), chunk):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("The evaluation was cancelled.")
         decoded, labels = [], []
         for it in items[start:start + chunk]:
             try:

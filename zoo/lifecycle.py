@@ -8,17 +8,18 @@ they end at once with a sentence that says why, while the connection can still c
 from __future__ import annotations
 
 import threading
+import time
 
 from zoo.errors import ServerStopping
 
 _stopping = threading.Event()
-
-STOPPED = ("The server is shutting down, so this training was stopped before it finished; nothing of it was kept "
-           "(what finished earlier is stored). Start it again once the server is back.")
+_deadline = [0.0]  # time.monotonic() when the requests still in flight are cut off
 
 
-def begin_shutdown() -> None:
-    """The server has stopped taking connections and gives the ones in flight ZOO_SHUTDOWN_S (`serving.Server`)."""
+def begin_shutdown(grace_s: float | None = None) -> None:
+    """The server has stopped taking connections and gives the ones in flight `grace_s` (ZOO_SHUTDOWN_S; None:
+    as long as they take) before it cuts them (`serving.Server`)."""
+    _deadline[0] = time.monotonic() + (grace_s if grace_s is not None else float("inf"))
     _stopping.set()
 
 
@@ -31,6 +32,13 @@ def stopping() -> bool:
     return _stopping.is_set()
 
 
-def stopped() -> ServerStopping:
+def grace_left() -> float:
+    """Seconds until requests still in flight are cut off (0 when the server is not shutting down)."""
+    return max(0.0, _deadline[0] - time.monotonic()) if _stopping.is_set() else 0.0
+
+
+def stopped(what: str = "training", kept: bool = True) -> ServerStopping:
     """The error a long job ends with when the server is shutting down."""
-    return ServerStopping(STOPPED)
+    lost = "; nothing of it was kept (what finished earlier is stored)" if kept else ""
+    return ServerStopping(f"The server is shutting down, so this {what} was stopped before it finished{lost}. "
+                          "Start it again once the server is back.")

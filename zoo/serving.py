@@ -54,7 +54,7 @@ class Server(uvicorn.Server):
                 limit_unacknowledged(sock, CONNECTION_TIMEOUT_S)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        lifecycle.begin_shutdown()  # long jobs end now with a sentence for their page (`lifecycle`)
+        lifecycle.begin_shutdown(self.config.timeout_graceful_shutdown)  # long jobs end now, saying why
         try:
             await super().shutdown(sockets)
         finally:

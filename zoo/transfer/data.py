@@ -183,6 +183,13 @@ def job_folder(settings: Settings | None = None, what: str = "Cannot start this 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def sweep_jobs(settings: Settings | None = None) -> None:
+    """Remove the job folders of processes that are gone (a server killed mid-job), as the next job would."""
+    parent = paths.jobs(settings or get_settings())
+    if parent.is_dir():
+        _remove_orphans(parent)
+
+
 def _remove_orphans(parent: Path) -> None:
     """Job folders whose process is gone (or, named the old way, older than LEGACY_JOB_AGE_S)."""
     for old in parent.iterdir():

@@ -12,6 +12,7 @@ import pandas as pd
 from zoo import accel, compare, evaluate
 from zoo.errors import InvalidArgumentError
 from zoo.ui import feedback, upload, views
+from zoo.ui.relay import relay
 from zoo.ui.wiring import image as _image
 from zoo.ui.wiring import ready
 
@@ -36,8 +37,16 @@ def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Pro
         raise InvalidArgumentError("Upload a .zip of class folders (named by synset or ImageNet class) first.")
     tags = models or compare.default_tags()
     ready(tags, progress)
-    ev = evaluate.evaluate(Path(dataset), tags,
-                           progress=lambda done, total: progress((done, total), desc="Evaluating", unit="images"))
+
+    def job(emit, cancel):  # minutes for a big zip: on a worker thread, so a stopping server can say why it ended
+        return evaluate.evaluate(Path(dataset), tags, progress=lambda done, total: emit("progress", (done, total)),
+                                 cancel=cancel)
+
+    for kind, payload in relay(job, "zoo-evaluate", what="evaluation", kept=False):
+        if kind == "progress":
+            progress(payload, desc="Evaluating", unit="images")
+        else:
+            ev = payload
     return views.evaluation_table(ev), views.evaluation_note(ev)
 
 

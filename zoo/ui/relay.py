@@ -1,5 +1,6 @@
-"""Long jobs behind a streaming handler: the job runs on a worker thread and emits events; the handler's thread
-receives them in order and turns them into page updates. Shared by the Transfer lab and Why residual? tabs."""
+"""Long jobs behind a handler: the job runs on a worker thread and emits events; the handler's thread receives
+them in order and turns them into page updates. Shared by the Transfer lab, Why residual? and the Compare tab's
+evaluation of a labelled zip."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from typing import Any
 from zoo import lifecycle
 
 WATCH_S = 0.25  # how often a job's handler looks whether the server is shutting down
+CLEANUP_S = 5.0  # how long a stopping server lets a cancelled job clean up (its job folder, temp files)
 Emit = Callable[[str, Any], None]  # (kind, payload)
 
 
-def relay(job: Callable[[Emit, threading.Event], Any], name: str) -> Iterator[tuple[str, Any]]:
+def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "training",
+          kept: bool = True) -> Iterator[tuple[str, Any]]:
     """Run `job(emit, cancel)` on a worker thread; yield each (kind, payload) it emits, then ("done", its return).
 
     The job's exception is raised here, in the handler's thread (so `user_errors` shows it). When the consumer
     stops early (the page left, or Cancel was pressed), `cancel` is set and the job stops at its next step.
-    When the server begins to shut down, `lifecycle.stopped()` is raised here within WATCH_S, wherever the job
-    is (reading a dataset does not look at `cancel`), so the page gets that sentence before ZOO_SHUTDOWN_S ends.
+    When the server begins to shut down, `cancel` is set, the job gets up to CLEANUP_S (within ZOO_SHUTDOWN_S, one
+    second kept for the answer) to stop and clean up, and `lifecycle.stopped(what, kept)` is raised here, wherever
+    the job is (reading a dataset does not look at `cancel`), so the page gets that sentence before the server
+    cuts its connection.
     """
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
@@ -31,7 +36,8 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str) -> Iterator[tu
         except BaseException as exc:  # reported to the page; the app keeps serving
             events.put(("error", exc))
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
     try:
         while True:
             try:
@@ -39,7 +45,9 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str) -> Iterator[tu
             except queue.Empty:
                 kind, payload = "idle", None
             if lifecycle.stopping() and kind != "done":
-                raise lifecycle.stopped()
+                cancel.set()
+                worker.join(max(0.0, min(CLEANUP_S, lifecycle.grace_left() - 1.0)))
+                raise lifecycle.stopped(what, kept)
             if kind == "error":
                 raise payload
             if kind == "idle":
