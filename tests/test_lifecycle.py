@@ -14,7 +14,7 @@ import pytest
 
 from tests.liveserver import free_port
 from zoo import lifecycle
-from zoo.errors import ServerStopping
+from zoo.errors import Cancelled, ServerStopping
 from zoo.settings import REPO_ROOT
 from zoo.ui import relay
 
@@ -50,6 +50,7 @@ def test_a_job_that_stops_at_cancel_has_cleaned_up_before_the_page_is_told():
         try:
             while not cancel.wait(0.05):  # training steps
                 emit("report", None)
+            raise Cancelled("The run was cancelled; nothing was kept.")  # as `transfer.fit` does
         finally:
             time.sleep(0.3)  # removing its job folder
             cleaned.set()
@@ -62,6 +63,20 @@ def test_a_job_that_stops_at_cancel_has_cleaned_up_before_the_page_is_told():
             for _ in events:
                 pass
         assert cleaned.is_set()
+    finally:
+        lifecycle.end_shutdown()
+
+
+def test_a_job_that_finishes_while_the_server_stops_is_answered_whole():
+    def job(emit, cancel):
+        cancel.wait(10)  # the last step, which does not look at `cancel` again: saving the run
+        time.sleep(0.2)
+        return "saved"
+
+    events = relay.relay(job, "test-job")
+    lifecycle.begin_shutdown(grace_s=10.0)
+    try:
+        assert list(events) == [("done", "saved")]  # not "nothing of it was kept" for a run that was stored
     finally:
         lifecycle.end_shutdown()
 

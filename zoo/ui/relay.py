@@ -47,7 +47,11 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
             if lifecycle.stopping() and kind != "done":
                 cancel.set()
                 worker.join(max(0.0, min(CLEANUP_S, lifecycle.grace_left() - 1.0)))
-                raise lifecycle.stopped(what, kept)
+                rest = [(kind, payload), *_drain(events)]
+                if rest[-1][0] != "done":  # a job that finished meanwhile (saving its run, say) is answered whole
+                    raise lifecycle.stopped(what, kept)
+                yield from (e for e in rest if e[0] not in ("idle", "error"))
+                return
             if kind == "error":
                 raise payload
             if kind == "idle":
@@ -57,3 +61,12 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
                 return
     finally:
         cancel.set()
+
+
+def _drain(events: queue.Queue) -> list[tuple[str, Any]]:
+    out = []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out
