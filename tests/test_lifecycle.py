@@ -69,16 +69,29 @@ def test_a_job_that_stops_at_cancel_has_cleaned_up_before_the_page_is_told():
 
 def test_a_job_that_finishes_while_the_server_stops_is_answered_whole():
     def job(emit, cancel):
+        emit("report", 1)
         cancel.wait(10)  # the last step, which does not look at `cancel` again: saving the run
         time.sleep(0.2)
         return "saved"
 
     events = relay.relay(job, "test-job")
+    assert next(events) == ("report", 1)
     lifecycle.begin_shutdown(grace_s=10.0)
     try:
         assert list(events) == [("done", "saved")]  # not "nothing of it was kept" for a run that was stored
     finally:
         lifecycle.end_shutdown()
+
+
+def test_a_job_whose_turn_comes_while_the_server_stops_is_not_started():
+    started = threading.Event()
+    lifecycle.begin_shutdown(grace_s=10.0)
+    try:
+        with pytest.raises(ServerStopping):
+            next(relay.relay(lambda emit, cancel: started.set(), "test-job"))
+    finally:
+        lifecycle.end_shutdown()
+    assert not started.is_set()  # no job folder made, no dataset unpacked
 
 
 @pytest.mark.slow

@@ -22,11 +22,14 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
 
     The job's exception is raised here, in the handler's thread (so `user_errors` shows it). When the consumer
     stops early (the page left, or Cancel was pressed), `cancel` is set and the job stops at its next step.
-    When the server begins to shut down, `cancel` is set, the job gets up to CLEANUP_S (within ZOO_SHUTDOWN_S, one
+    A job whose turn comes while the server shuts down is not started. When the server begins to shut down,
+    `cancel` is set, the job gets up to CLEANUP_S (within ZOO_SHUTDOWN_S, one
     second kept for the answer) to stop and clean up, and `lifecycle.stopped(what, kept)` is raised here, wherever
     the job is (reading a dataset does not look at `cancel`), so the page gets that sentence before the server
     cuts its connection.
     """
+    if lifecycle.stopping():  # queued before the server began to stop: not started at all
+        raise lifecycle.stopped(what, kept)
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
 
