@@ -46,6 +46,16 @@ def fresh_hub_state():
 
 
 @pytest.fixture(autouse=True)
+def serving_process():
+    """A server stopped by an earlier test leaves the process 'shutting down' (`zoo.lifecycle`): not for this one."""
+    from zoo import lifecycle
+
+    lifecycle.end_shutdown()
+    yield
+    lifecycle.end_shutdown()
+
+
+@pytest.fixture(autouse=True)
 def close_engines(monkeypatch: pytest.MonkeyPatch):
     """Every inference engine a test makes is closed after it (it holds models)."""
     from zoo import inference

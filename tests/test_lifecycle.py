@@ -186,3 +186,17 @@ def test_sigterm_during_training_tells_the_page_why_and_the_server_exits_without
     assert "The server is shutting down, so this training was stopped" in json.loads(last)[0]
     assert "cancel scope" not in server.stderr.read()
     assert took < 15, took  # not ZOO_SHUTDOWN_S=60: the stream ended as soon as the job did
+
+
+def test_a_server_that_shut_down_leaves_the_process_stopping_until_a_server_starts_again():
+    from starlette.applications import Starlette
+
+    from tests.liveserver import LiveServer
+
+    first = LiveServer(Starlette()).start()
+    assert not lifecycle.stopping()
+    first.stop()
+    assert lifecycle.stopping()  # a job whose handler runs on after its connection closed still sees it
+    second = LiveServer(Starlette()).start()
+    assert not lifecycle.stopping()
+    second.stop()

@@ -24,7 +24,7 @@ def begin_shutdown(grace_s: float | None = None) -> None:
 
 
 def end_shutdown() -> None:
-    """The server's shutdown is over (the process exits, or in tests another server may start)."""
+    """A server starts (again, in tests): jobs run as usual. A server that shut down leaves the flag set."""
     _stopping.clear()
 
 

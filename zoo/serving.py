@@ -44,6 +44,7 @@ class Server(uvicorn.Server):
     module's docstring); while it shuts down, `lifecycle.stopping()` is true."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        lifecycle.end_shutdown()
         self.config.http_protocol_class = _with_header_deadline(self.config.http_protocol_class)
         errors = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _OneLineForCutOffBodies) for f in errors.filters):
@@ -54,11 +55,10 @@ class Server(uvicorn.Server):
                 limit_unacknowledged(sock, CONNECTION_TIMEOUT_S)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        lifecycle.begin_shutdown(self.config.timeout_graceful_shutdown)  # long jobs end now, saying why
-        try:
-            await super().shutdown(sockets)
-        finally:
-            lifecycle.end_shutdown()  # a server started later in this process (tests) serves jobs again
+        # long jobs end now, saying why; the flag stays set (a job queued behind a request that outlived its
+        # connection must still see it) until a server starts again in this process (tests)
+        lifecycle.begin_shutdown(self.config.timeout_graceful_shutdown)
+        await super().shutdown(sockets)
 
 
 class _OneLineForCutOffBodies(logging.Filter):
