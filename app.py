@@ -10,7 +10,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 import zoo
-from zoo import api, apierrors, docpages, hubapi, ui
+from zoo import api, apierrors, docpages, hubapi, serving, ui
 
 
 def build_app(settings: zoo.Settings | None = None) -> FastAPI:
@@ -35,6 +35,7 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
     ui.install_sessions(app.routes[-1].app, settings.max_sessions)  # bounded, and cheap for each new visitor
     ui.install_queue_wake(app.routes[-1].app)  # its queue waits for work instead of polling every 1 ms
     ui.install_refusals(app.routes[-1].app, settings)  # refusals name their setting; uploads' disk bounded
+    app.add_middleware(serving.BodyLimit, exempt=ui.is_upload)  # JSON calls and REST bodies: 1 MiB at most
     return app
 
 

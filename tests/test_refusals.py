@@ -85,3 +85,33 @@ def test_uploads_past_their_disk_budget_are_refused_before_their_body_is_read(mo
         assert httpx.post(url, files={"files": ("c.png", b"x" * 50_000, "image/png")}, timeout=30).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_body_other_than_an_upload_is_at_most_a_mib(tmp_path):
+    """A queue call carrying 200 MiB of JSON was read whole, kept in memory and written to the log."""
+    import httpx
+
+    from app import build_app
+    from tests.liveserver import LiveServer
+
+    server = LiveServer(build_app()).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            big = {"data": ["x" * (2 * 2**20), "resnet18.a1_in1k"]}
+            r = http.post("/gradio_api/call/classify", json=big)  # declared: refused before it is read
+            assert r.status_code == 413 and "at most 1,024 KiB for anything but a file upload" in r.json()["detail"]
+            assert "this one is 2.0 MiB" in r.json()["detail"]
+
+            def chunks():  # no length declared: cut when it passes the limit
+                for _ in range(64):
+                    yield b"x" * 65536
+
+            r = http.post("/gradio_api/call/classify", content=chunks(),
+                          headers={"content-type": "application/json"})
+            assert r.status_code == 413 and "at most 1,024 KiB" in r.json()["detail"]
+            small = http.post("/gradio_api/call/classify", json={"data": [None, "resnet18.a1_in1k"]})
+            assert small.status_code == 200  # a call of ordinary size goes through
+            files = {"files": ("a.png", b"\x89PNG" + bytes(2 * 2**20), "image/png")}
+            assert http.post("/gradio_api/upload", files=files).status_code == 200  # uploads have their own limits
+    finally:
+        server.stop()

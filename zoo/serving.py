@@ -21,11 +21,15 @@ minutes). Idle keep-alive connections and slow readers that take data now and th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.server import STARTUP_FAILURE
 
@@ -175,6 +179,70 @@ def _with_header_deadline(protocol_class: type) -> type:
 
     Protocol.__name__ = Protocol.__qualname__ = protocol_class.__name__
     return Protocol
+
+
+BODY_MAX = 1024 * 1024  # a request body other than an upload: a queue call is a few hundred bytes of JSON
+
+
+class _TooLarge(HTTPException):
+    """Raised while a body is read: an HTTPException, so a framework that parses the body (FastAPI answers 400
+    to any other error there) answers it with its 413 and this message, and otherwise `BodyLimit` does."""
+
+    def __init__(self, message: str):
+        super().__init__(status_code=413, detail=message)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body other than the routes `exempt` picks (Gradio's upload route, which has
+    ZOO_MAX_UPLOAD_MB and ZOO_UPLOADS_MAX_MB) is at most `most` bytes. A body declared longer is answered 413
+    before it is read; one that comes without a length (chunked) is cut, with the same 413, when it passes
+    `most`. Without this, a queue call carrying 200 MiB of JSON was read whole, kept, and written to the log."""
+
+    def __init__(self, app: Any, most: int = BODY_MAX, exempt: Callable[[dict], bool] = lambda scope: False):
+        self.app, self.most, self.exempt = app, most, exempt
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.most:
+            await self._refuse(send, int(declared))
+            return
+        received, started = 0, False
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.most:
+                    raise _TooLarge(self._message(None))
+            return message
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, watched)
+        except _TooLarge:
+            if started:
+                raise
+            await self._refuse(send, None)
+
+    def _message(self, size: int | None) -> str:
+        met = f"; this one is {size / 2**20:,.1f} MiB" if size is not None else ""
+        return (f"The request body is larger than this server takes: at most {self.most // 1024:,} KiB for "
+                f"anything but a file upload{met}. Files go through the upload route (ZOO_MAX_UPLOAD_MB).")
+
+    async def _refuse(self, send: Any, size: int | None) -> None:
+        body = json.dumps({"detail": self._message(size)}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def limit_unacknowledged(sock, seconds: float) -> bool:

@@ -6,5 +6,6 @@ from zoo.ui.layout import THEME as THEME
 from zoo.ui.layout import build_demo as build_demo
 from zoo.ui.queuewake import install as install_queue_wake  # noqa: F401
 from zoo.ui.refusals import install as install_refusals  # noqa: F401
+from zoo.ui.refusals import is_upload as is_upload
 from zoo.ui.sessions import install as install_sessions  # noqa: F401
 from zoo.ui.style import CSS as CSS

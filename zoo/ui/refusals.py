@@ -40,7 +40,8 @@ def upload_too_large(gradio_text: str, content_length: str | None) -> str:
     return f"The file is larger than this server takes: {most} (ZOO_MAX_UPLOAD_MB){met}."
 
 
-def _is_upload(scope: dict) -> bool:
+def is_upload(scope: dict) -> bool:
+    """Gradio's upload route (POST .../upload)."""
     return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload")
 
 
@@ -51,7 +52,7 @@ class UploadLimitWording:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not _is_upload(scope):
+        if not is_upload(scope):
             await self.app(scope, receive, send)
             return
         held: list[dict] = []
@@ -89,7 +90,7 @@ class UploadDiskBudget:
         self.app, self.budget, self.undeclared = app, budget, undeclared
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not _is_upload(scope):
+        if not is_upload(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
