@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -264,3 +266,64 @@ def test_train_and_test_sizes_differ_where_timm_says_so():
     pre = images.preprocessing(entry)
     assert (entry.input_size[-1], pre.size, pre.crop_pct) == (224, 288, 1.0)
     assert "centre-crop 288 px" in pre.describe()
+
+
+def _seg(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _scan_bomb(side: int, scans: int) -> bytes:
+    """A progressive greyscale JPEG: one DC scan, then `scans` identical AC scans that code every block as part of
+    an end-of-band run (a few dozen bytes each; libjpeg walks every block in every scan)."""
+    blocks = ((side + 7) // 8) ** 2
+    head = b"\xff\xd8" + _seg(0xDB, b"\x00" + bytes([1] * 64))
+    head += _seg(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    head += _seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")  # DC: category 0 coded '0'
+    head += _seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0")  # AC: an EOB run of 14 extra bits coded '0'
+    dc = _seg(0xDA, b"\x01\x01\x00\x00\x00\x00") + bytes((blocks + 7) // 8)
+    bits = "".join("0" + "1" * 14 for _ in range(-(-blocks // 32767)))
+    bits += "1" * (-len(bits) % 8)
+    ac = _seg(0xDA, b"\x01\x01\x00\x01\x3f\x00") + int(bits, 2).to_bytes(len(bits) // 8, "big").replace(
+        b"\xff", b"\xff\x00")
+    return head + dc + ac * scans + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded():
+    from zoo.images import MAX_JPEG_SCANS
+
+    assert images.decode(_scan_bomb(64, 20)).size == (64, 64)  # a few scans more than usual still decode
+    bomb = _scan_bomb(2048, 5000)  # 0.2 MB; decoding it took minutes
+    start = time.monotonic()
+    with pytest.raises(InvalidImageError, match=rf"more than {MAX_JPEG_SCANS} scans .*about 10"):
+        images.decode(bomb)
+    assert time.monotonic() - start < 1
+    buf = io.BytesIO()  # a real progressive JPEG with an ICC profile of random bytes (FF DA inside) still decodes
+    Image.effect_noise((640, 480), 64).convert("RGB").save(buf, "JPEG", progressive=True,
+                                                          icc_profile=np.random.default_rng(0).bytes(2**20))
+    assert images.decode(buf.getvalue()).size == (640, 480)
+
+
+def _strip_bomb(strips: int) -> bytes:
+    """A 1x2 greyscale TIFF whose directory lists `strips` StripOffsets."""
+    def tag(code, typ, count, value):
+        return struct.pack("<HHIHH", code, typ, count, value, 0) if count == 1 else struct.pack(
+            "<HHII", code, typ, count, value)
+
+    offsets_at = 8 + 2 + 9 * 12 + 4
+    entries = [tag(256, 3, 1, 1), tag(257, 3, 1, 2), tag(258, 3, 1, 8), tag(259, 3, 1, 1), tag(262, 3, 1, 1),
+               tag(273, 3, strips, offsets_at), tag(277, 3, 1, 1), tag(278, 3, 1, 1), tag(279, 3, 1, 1)]
+    ifd = struct.pack("<H", 9) + b"".join(entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(2 * strips) + bytes(64)
+
+
+def test_a_tiff_of_millions_of_strips_is_refused_before_pillow_opens_it():
+    from zoo.images import MAX_TIFF_PARTS
+
+    with pytest.raises(InvalidImageError, match=rf"split into 1,000,000 strips or tiles.*at most {MAX_TIFF_PARTS:,}"):
+        images.decode(_strip_bomb(1_000_000))  # 2 MB; Pillow's open alone took 8.6 s and 266 MiB
+    buf = io.BytesIO()
+    Image.effect_noise((300, 200), 64).save(buf, "TIFF")  # an ordinary TIFF, one strip per few rows
+    assert images.decode(buf.getvalue()).size == (300, 200)
+    buf = io.BytesIO()
+    Image.effect_noise((300, 200), 64).save(buf, "TIFF", big_tiff=True)
+    assert images.decode(buf.getvalue()).size == (300, 200)

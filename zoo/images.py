@@ -76,6 +76,7 @@ def decode(
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise InvalidImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this process; truncated files "
                                 "would be silently accepted. Unset it to classify images.")
+    _check_structure(data)
     with _decode_errors(max_pixels):
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _check_pixels(im.size, max_pixels)
@@ -87,6 +88,79 @@ def decode(
             im.load()
             im = ImageOps.exif_transpose(im)
         return to_rgb(_reduce(im, min_side) if min_side else im)
+
+
+MAX_JPEG_SCANS = 100  # libjpeg writes 6-10 scans for a progressive JPEG; each costs a pass over every block
+MAX_TIFF_PARTS = 65536  # strips or tiles in a TIFF's first image: Pillow makes an object for each when it opens it
+
+
+def _check_structure(data: bytes) -> None:
+    """Files small on disk whose structure costs minutes or gigabytes before a pixel is decoded: a progressive
+    JPEG of thousands of scans (each one a pass over the whole image: 1 MiB of them took 76 s of CPU), or a TIFF
+    that lists millions of strips (24 MiB of strip offsets took 4 GB and 124 s in Pillow's open)."""
+    if data[:2] == b"\xff\xd8" and (scans := _jpeg_scans(data, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
+        raise InvalidImageError(f"This JPEG is coded in more than {MAX_JPEG_SCANS} scans ({scans:,} counted so far), "
+                                f"more than this server decodes; an ordinary progressive JPEG has about 10. Save it "
+                                f"again as a baseline JPEG or as PNG.")
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and (parts := _tiff_parts(data)) > MAX_TIFF_PARTS:
+        raise InvalidImageError(f"This TIFF is split into {parts:,} strips or tiles, more than this server reads "
+                                f"(at most {MAX_TIFF_PARTS:,}). Save it again with larger strips, or as PNG.")
+
+
+def _jpeg_scans(data: bytes, most: int) -> int:
+    """The scans (SOS segments) of a JPEG, counted by walking its segments and skipping each scan's coded data;
+    stops past `most`. A file whose structure breaks off is left for Pillow to judge."""
+    pos, n, size = 2, 0, len(data)
+    while pos + 4 <= size and n <= most:
+        if data[pos] != 0xFF:
+            return n
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return n
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker != 0xDA:
+            continue
+        n += 1
+        while True:  # the coded data runs to the next marker that is not a stuffed zero or a restart
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= size:
+                return n
+            follower = data[pos + 1]
+            if follower == 0 or 0xD0 <= follower <= 0xD7:
+                pos += 2
+            elif follower == 0xFF:
+                pos += 1
+            else:
+                break
+    return n
+
+
+def _tiff_parts(data: bytes) -> int:
+    """The most StripOffsets or TileOffsets entries in a TIFF's first directory (classic and BigTIFF)."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        if data[2:4] in (b"*\x00", b"\x00*"):
+            (ifd,) = struct.unpack_from(order + "I", data, 4)
+            (count,) = struct.unpack_from(order + "H", data, ifd)
+            entry, first, field = 12, ifd + 2, order + "HHI"
+        else:
+            (ifd,) = struct.unpack_from(order + "Q", data, 8)
+            (count,) = struct.unpack_from(order + "Q", data, ifd)
+            entry, first, field = 20, ifd + 8, order + "HHQ"
+        most = 0
+        for i in range(min(count, 4096)):
+            tag, _, values = struct.unpack_from(field, data, first + i * entry)
+            if tag in (273, 279, 324, 325):  # strip and tile offsets and byte counts
+                most = max(most, values)
+        return most
+    except struct.error:  # a directory outside the file: Pillow says so
+        return 0
 
 
 @contextlib.contextmanager
