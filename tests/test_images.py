@@ -294,7 +294,7 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded():
     assert images.decode(_scan_bomb(64, 20)).size == (64, 64)  # a few scans more than usual still decode
     bomb = _scan_bomb(2048, 5000)  # 0.2 MB; decoding it took minutes
     start = time.monotonic()
-    with pytest.raises(InvalidImageError, match=rf"more than {MAX_JPEG_SCANS} scans .*about 10"):
+    with pytest.raises(InvalidImageError, match=rf"more than {MAX_JPEG_SCANS} scans, .*about 10"):
         images.decode(bomb)
     assert time.monotonic() - start < 1
     buf = io.BytesIO()  # a real progressive JPEG with an ICC profile of random bytes (FF DA inside) still decodes

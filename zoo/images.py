@@ -98,10 +98,10 @@ def _check_structure(data: bytes) -> None:
     """Files small on disk whose structure costs minutes or gigabytes before a pixel is decoded: a progressive
     JPEG of thousands of scans (each one a pass over the whole image: 1 MiB of them took 76 s of CPU), or a TIFF
     that lists millions of strips (24 MiB of strip offsets took 4 GB and 124 s in Pillow's open)."""
-    if data[:2] == b"\xff\xd8" and (scans := _jpeg_scans(data, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
-        raise InvalidImageError(f"This JPEG is coded in more than {MAX_JPEG_SCANS} scans ({scans:,} counted so far), "
-                                f"more than this server decodes; an ordinary progressive JPEG has about 10. Save it "
-                                f"again as a baseline JPEG or as PNG.")
+    if data[:2] == b"\xff\xd8" and _jpeg_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise InvalidImageError(f"This JPEG is coded in more than {MAX_JPEG_SCANS} scans, more than this server "
+                                "decodes; an ordinary progressive JPEG has about 10. Save it again as a baseline "
+                                "JPEG or as PNG.")
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and (parts := _tiff_parts(data)) > MAX_TIFF_PARTS:
         raise InvalidImageError(f"This TIFF is split into {parts:,} strips or tiles, more than this server reads "
                                 f"(at most {MAX_TIFF_PARTS:,}). Save it again with larger strips, or as PNG.")
