@@ -48,6 +48,7 @@ class Settings:
     max_dataset_mb: int = 2048  # ZOO_MAX_DATASET_MB: most bytes a dataset's image files take (a zip: unpacked)
     runs_max_mb: int = 2048  # ZOO_RUNS_MAX_MB: disk the stored transfer runs may take; new runs are refused past it
     feature_cache_mb: int = 1024  # ZOO_FEATURE_CACHE_MB: disk the transfer lab's backbone-feature cache may take (LRU)
+    train_memory_mb: int = 4096  # ZOO_TRAIN_MEMORY_MB: memory a whole-network fine-tune may hold for its images
     uploads_max_mb: int = 4096  # ZOO_UPLOADS_MAX_MB: disk the UI's uploads may take together (stored and arriving)
     upload_ttl_s: int = 600  # ZOO_UPLOAD_TTL_S: UI uploads older than this are deleted (checked as often)
     max_sessions: int = 64  # ZOO_MAX_SESSIONS: browser sessions whose UI state is kept (~0.25 MB each); oldest go first
@@ -94,6 +95,7 @@ class Settings:
             max_dataset_mb=_int(env, "ZOO_MAX_DATASET_MB", cls.max_dataset_mb, low=1),
             runs_max_mb=_int(env, "ZOO_RUNS_MAX_MB", cls.runs_max_mb, low=1),
             feature_cache_mb=_int(env, "ZOO_FEATURE_CACHE_MB", cls.feature_cache_mb, low=0),
+            train_memory_mb=_int(env, "ZOO_TRAIN_MEMORY_MB", cls.train_memory_mb, low=1),
             uploads_max_mb=_int(env, "ZOO_UPLOADS_MAX_MB", cls.uploads_max_mb, low=1),
             upload_ttl_s=_int(env, "ZOO_UPLOAD_TTL_S", cls.upload_ttl_s, low=10),
             max_sessions=_int(env, "ZOO_MAX_SESSIONS", cls.max_sessions, low=1),

@@ -81,3 +81,36 @@ def test_a_zero_feature_cache_budget_caches_nothing(stored, digits, monkeypatch)
     again = lab.train(digits, TAG, "linear", FitConfig(epochs=1), size=32)
     assert not first.features_cached and not again.features_cached
     assert not list(paths.feature_cache().glob("*.safetensors"))
+
+
+def test_backbone_features_come_a_batch_of_pixels_at_a_time_and_match_the_whole_tensor(digits, tmp_path,
+                                                                                        monkeypatch):
+    """A 13 MB zip of 20,000 small PNGs made one 3 GB pixel tensor before any feature was computed (5.5 GiB at
+    the peak for a linear probe at 128 px)."""
+    from zoo import settings as zs
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE_MB", "0")
+    zs.get_settings.cache_clear()
+    model, pre = tiny("linear", classes=10), lab._pre(TAG, 32)
+    made = []
+    real = lab._tensor
+    monkeypatch.setattr(lab, "_tensor", lambda examples, p: made.append(len(examples)) or real(examples, p))
+    (f_train, _, f_val, _), _, _ = lab._features(model, digits, pre, "k", torch.device("cpu"), 64,
+                                                 zs.get_settings(), write=False)
+    assert max(made) == 64 and sum(made) == len(digits.train) + len(digits.val)
+    backbone = model.backbone.eval()
+    whole = lab.predict(backbone, real(digits.train, pre), 64, torch.device("cpu"))
+    assert torch.equal(f_train, whole) and f_val.shape[0] == len(digits.val)
+
+
+def test_a_full_finetune_whose_pixels_would_pass_the_memory_limit_is_refused_before_it_trains(stored, digits,
+                                                                                            monkeypatch):
+    from zoo import settings as zs
+    from zoo.errors import InvalidDatasetError
+
+    monkeypatch.setenv("ZOO_TRAIN_MEMORY_MB", "64")
+    zs.get_settings.cache_clear()
+    with pytest.raises(InvalidDatasetError, match=r"1,797 images at 64 px take 84 MiB, more than this server gives "
+                                                  r"one run \(64 MiB, ZOO_TRAIN_MEMORY_MB\)"):
+        lab.train(digits, TAG, "full", FitConfig(epochs=1), size=64)
+    assert lab.train(digits, TAG, "full", FitConfig(epochs=1), size=32).trainable_params > 11_000_000  # 21 MiB

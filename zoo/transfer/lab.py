@@ -11,6 +11,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,10 @@ import torch
 from safetensors.torch import load_file
 
 from zoo import checkpoint, images, models, paths, registry, weights
-from zoo.errors import OutOfMemoryError
+from zoo.errors import InvalidDatasetError, OutOfMemoryError
 from zoo.settings import Settings, get_settings
 from zoo.transfer import distributed, heads, quota, runs
-from zoo.transfer.data import Dataset
+from zoo.transfer.data import Dataset, Example
 from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
 from zoo.transfer.metrics import Scores, score
 
@@ -57,15 +58,29 @@ def _pre(tag: str, size: int | None) -> images.Preprocessing:
     return dataclasses.replace(pre, size=size) if size else pre
 
 
-def _pixels(dataset: Dataset, pre: images.Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """The train and validation images as model inputs, decoded one at a time into one tensor per split."""
-    out = []
-    for split in (dataset.train, dataset.val):
-        x = torch.empty(len(split), 3, pre.size, pre.size)
-        for i, ex in enumerate(split):
-            x[i] = images.preprocess(pre, ex.image)
-        out.append(x)
-    return out[0], out[1]
+def _pixels(dataset: Dataset, pre: images.Preprocessing, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train and validation images as model inputs, decoded one at a time into one tensor per split (training
+    the whole network goes over them every epoch).
+
+    Raises:
+        InvalidDatasetError: they would take more than ZOO_TRAIN_MEMORY_MB.
+    """
+    n = len(dataset.train) + len(dataset.val)
+    need = n * 3 * pre.size * pre.size * 4
+    if need > settings.train_memory_mb * 2**20:
+        raise InvalidDatasetError(
+            f"Training the whole network keeps every image in memory as a tensor: {n:,} images at {pre.size} px "
+            f"take {need / 2**20:,.0f} MiB, more than this server gives one run ({settings.train_memory_mb:,} MiB, "
+            "ZOO_TRAIN_MEMORY_MB). Choose a smaller input size, fewer images, or a strategy that keeps the "
+            "backbone frozen (those read the images a batch at a time).")
+    return _tensor(dataset.train, pre), _tensor(dataset.val, pre)
+
+
+def _tensor(examples: Sequence[Example], pre: images.Preprocessing) -> torch.Tensor:
+    x = torch.empty(len(examples), 3, pre.size, pre.size)
+    for i, ex in enumerate(examples):
+        x[i] = images.preprocess(pre, ex.image)
+    return x
 
 
 def _labels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +111,9 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     backbone = model.backbone.eval()
-    feats = [predict(backbone, x, batch, device) for x in _pixels(dataset, pre)]
+    feats = [torch.cat([predict(backbone, _tensor(split[i:i + batch], pre), batch, device)  # a batch of pixels
+                        for i in range(0, len(split), batch)])  # at a time: never every image as one tensor
+             for split in (dataset.train, dataset.val)]
     size = sum(f.numel() * f.element_size() for f in feats)
     if write and size <= settings.feature_cache_mb * 2**20:  # under torchrun only the main process writes the cache
         try:
@@ -153,7 +170,7 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
         target = model.head
     else:
         t0 = time.perf_counter()
-        (x_train, x_val), (y_train, y_val) = _pixels(dataset, pre), _labels(dataset)
+        (x_train, x_val), (y_train, y_val) = _pixels(dataset, pre, settings), _labels(dataset)
         data, feature_s, cached, target = (x_train, y_train, x_val, y_val), time.perf_counter() - t0, False, model
     history = _fit_with_retry(target, model, data, config, dev, callback, cancel, world)
     logits = predict(target, data[2], config.batch_size * 2, dev)
