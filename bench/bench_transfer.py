@@ -51,7 +51,7 @@ def run() -> list[Target]:
     warm = time.perf_counter() - t
 
     model = lab.heads.Transfer(lab.models.create_model(TAG), "linear", len(dataset.classes))
-    x = torch.cat(lab._pixels(dataset, lab._pre(TAG, None)))
+    x = torch.cat(lab._pixels(dataset, lab._pre(TAG, None), settings.get_settings()))
     predict(model.backbone, x[:8], 128, torch.device("cpu"))  # warm-up
     t = time.perf_counter()
     predict(model.backbone, x, 128, torch.device("cpu"))
