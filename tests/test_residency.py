@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -134,6 +137,36 @@ def test_the_export_child_dies_with_its_parent(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"export child {pid} outlived its parent")
+
+
+def test_an_export_child_is_not_paused_before_it_can_die_with_its_parent(tmp_path):
+    """A child stopped (SIGSTOP, requests waiting) before it armed its parent-death signal was left stopped,
+    with parent 1, when the server died: here its start is slowed by a second and requests wait all along."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1.0)\n")  # before the child's first line
+    code = (
+        f"import threading, time, os, pathlib\nfrom zoo import backends\n"
+        f"backends.EXPORT_LOCK = pathlib.Path(r'{tmp_path}/export.lock')\n"
+        f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
+        f" 224, pathlib.Path(r'{tmp_path}')), kwargs={{'pause': lambda: True}}, daemon=True).start()\n"
+        "time.sleep(0.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(slow)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env)
+    pid = int(out.stdout.split()[0])
+    try:
+        for _ in range(100):
+            try:
+                if _state(pid) == "Z":
+                    return
+            except FileNotFoundError:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"export child {pid} outlived its parent, in state {_state(pid)}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_server_freezes_its_start_up_objects_and_still_collects_what_requests_leave(monkeypatch):

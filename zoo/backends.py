@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -112,12 +113,17 @@ def onnx_path(cache_dir: Path, name: str, sha256: str, size: int) -> Path:
 
 EXPORT_LOCK = Path(tempfile.gettempdir()) / "zoo-onnx-export.lock"  # one export at a time on this machine
 # The child's first lines, before torch is imported: the kernel kills it when this process dies
-# (PR_SET_PDEATHSIG); if this process died before that took effect, it leaves at once.
+# (PR_SET_PDEATHSIG); if this process died before that took effect, it leaves at once. Then it says so on
+# stdout (ARMED), and only from then on may the parent pause it: a child stopped before it armed the signal
+# would be left stopped, with parent 1, when the server dies.
+ARMED = b"armed\n"
 _CHILD = """import ctypes, ctypes.util, os, signal, sys
 if sys.platform.startswith("linux"):
     ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, signal.SIGKILL)
 if os.getppid() != int(os.environ["ZOO_EXPORT_PARENT"]):
     sys.exit(1)
+os.write(1, b"armed\\n")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 from zoo.backends import main
 main(sys.argv[1:])
 """
@@ -162,7 +168,7 @@ def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, ti
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         cmd = [sys.executable, "-c", _CHILD, name, str(path), str(size)]
         with tempfile.TemporaryFile("w+") as err:
-            child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err)
             with _children_lock:
                 _children.add(child)
             try:
@@ -182,8 +188,9 @@ def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, ti
 
 def _supervise(child: subprocess.Popen, name: str, timeout_s: float, pause: Callable[[], bool],
                stop: threading.Event) -> int:
-    """Wait for an export child, stopping it while `pause()` holds; kill it on `stop` or after `timeout_s` of work."""
-    worked, paused = 0.0, False
+    """Wait for an export child, stopping it while `pause()` holds (once it has said ARMED); kill it on `stop` or
+    after `timeout_s` of work."""
+    worked, paused, armed = 0.0, False, b""
     try:
         while True:
             try:
@@ -192,7 +199,9 @@ def _supervise(child: subprocess.Popen, name: str, timeout_s: float, pause: Call
                 pass
             if stop.is_set():
                 raise FastPathError(f"ONNX export of {name} was cancelled; serving with eager PyTorch.")
-            if pause() != paused:
+            if armed != ARMED:
+                armed += _read_ready(child.stdout, len(ARMED) - len(armed))
+            elif pause() != paused:
                 paused = not paused
                 child.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
             worked += 0 if paused else 0.1
@@ -202,6 +211,13 @@ def _supervise(child: subprocess.Popen, name: str, timeout_s: float, pause: Call
         if child.poll() is None:
             child.kill()  # SIGKILL works on a stopped process too
             child.wait()
+        child.stdout.close()
+
+
+def _read_ready(pipe, most: int) -> bytes:
+    """Up to `most` bytes that `pipe` holds now, without waiting."""
+    ready, _, _ = select.select([pipe], [], [], 0)
+    return os.read(pipe.fileno(), most) if ready else b""
 
 
 def end_exports() -> None:
