@@ -94,7 +94,8 @@ def _own_upload_folder() -> None:
 
 def serve(settings: zoo.Settings | None = None) -> None:
     """Serve the app until SIGINT/SIGTERM. Requests in flight then get ZOO_SHUTDOWN_S seconds; after that
-    uvicorn closes the connections and ends the process with the signal, and the kernel ends any ONNX
+    uvicorn closes the connections and the process ends at once, by the signal (Ctrl-C: `serving.end_now`),
+    not waiting for handlers still running; the kernel ends any ONNX
     export child with it (`backends.export_in_subprocess` arms PR_SET_PDEATHSIG). A connection whose client takes
     nothing for `serving.CONNECTION_TIMEOUT_S` is aborted by the kernel."""
     from zoo import residency, serving

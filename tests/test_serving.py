@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -13,8 +15,9 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.requests import ClientDisconnect
 
-from tests.liveserver import LiveServer
+from tests.liveserver import LiveServer, free_port
 from zoo import httpfiles, serving
+from zoo.settings import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_USER_TIMEOUT is Linux's")
 
@@ -419,3 +422,34 @@ def test_the_page_status_call_without_a_host_header_is_not_a_500():
         assert answer.startswith(b"HTTP/1.1 200") and b"127.0.0.1" in answer, answer[:300]
     finally:
         server.stop()
+
+
+def test_ctrl_c_ends_the_server_within_its_grace_while_a_handler_still_runs(tmp_path):
+    """uvicorn raises Ctrl-C again once its graceful shutdown is over; the interpreter then waited for the
+    worker threads still inside a handler (a 60 s one here) before it exited."""
+    port = free_port()
+    code = (
+        "import time\nfrom fastapi import FastAPI\nfrom zoo import serving\napp = FastAPI()\n"
+        "@app.get('/slow')\ndef slow():\n    print('handling', flush=True)\n    time.sleep(60)\n"
+        f"serving.run(app, host='127.0.0.1', port={port}, shutdown_s=1)\n"
+    )
+    script = tmp_path / "serve.py"
+    script.write_text(code)
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        for _ in range(200):
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert server.stdout.readline() == "handling\n"
+        server.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        assert server.wait(timeout=30) == 128 + signal.SIGINT
+        assert time.monotonic() - t0 < 10  # the 1 s grace, then at once: not the handler's 60 s
+    finally:
+        server.kill()
+        server.wait()

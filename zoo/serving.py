@@ -20,9 +20,12 @@ minutes). Idle keep-alive connections and slow readers that take data now and th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -277,7 +280,25 @@ def run(app, *, host: str, port: int, shutdown_s: float) -> None:
     raise_open_files_limit()
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_s)
     server = Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn raises it again once its graceful shutdown is over
+        if server.started:
+            end_now(INTERRUPTED)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+INTERRUPTED = 128 + signal.SIGINT  # the shell's status for a program ended by Ctrl-C
+
+
+def end_now(code: int) -> None:
+    """End the process at once, as SIGTERM's default action does after uvicorn's shutdown. Returning would
+    leave the interpreter waiting for threads still inside a request handler (anyio's workers are not
+    daemons), past ZOO_SHUTDOWN_S. The exit handlers run first: they end any ONNX export child."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
