@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests import imagecorpus as corpus
 from tests.liveserver import free_port
-from zoo import archives, images, registry, weights
+from zoo import archives, evaluate, images, registry, weights
 from zoo.errors import InvalidDatasetError
 from zoo.settings import REPO_ROOT, get_settings
 from zoo.transfer import data, lab, quota
@@ -142,6 +142,40 @@ def test_the_runs_quota_is_a_limit_a_new_run_cannot_pass(monkeypatch):
                        r"70 MiB \(ZOO_RUNS_MAX_MB\)"):
         lab.train(data.digits(), "resnet18.a1_in1k", "linear")  # refused before any work: no weights are stored
     assert quota.usage()[1] == 1
+
+
+def test_a_labelled_zip_to_evaluate_has_the_dataset_budget(monkeypatch, tmp_path):
+    _env(monkeypatch, ZOO_MAX_DATASET_MB=2)
+    zpath = tmp_path / "labelled.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):
+            z.writestr(f"cat/{i}.png", os.urandom(2**20))  # 3 MiB unpacked, over the 2 MiB budget
+    with pytest.raises(InvalidDatasetError, match=r"unpacks to 3\.0 MiB.*up to 2 MiB \(ZOO_MAX_DATASET_MB\)"):
+        evaluate.read_labelled(zpath)
+
+
+def test_a_run_training_in_another_process_holds_its_part_of_the_quota(monkeypatch):
+    """Two trainings started together each passed the check and both stored (128 MiB against 104): now the
+    first holds its model's size until it is stored, and a holder killed with -9 holds nothing."""
+    _env(monkeypatch, ZOO_RUNS_MAX_MB=100)
+    need = registry.get("resnet18.a1_in1k").params * 4 + 16 * 2**20  # 60.6 MiB: one fits, two do not
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom zoo.transfer import quota\n"
+         f"with quota.reserved(need={need}):\n    print('held', flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert "60.6 MiB of it is held for 1 run(s) training now" in quota.describe()
+        with pytest.raises(quota.QuotaExceededError, match=r"about 60\.6 MiB, and stored runs take 0\.0 MiB "
+                           r"\(0 runs\), and 1 run\(s\) training now hold 60\.6 MiB, of the limit of 100 MiB"):
+            lab.train(data.digits(), "resnet18.a1_in1k", "linear")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert quota.held() == (0, 0)  # a dead holder's file holds nothing, and goes at the next sweep
+    with quota.reserved(need=need):
+        assert quota.held() == (need, 1)
+    assert quota.held() == (0, 0)
 
 
 def test_shutdown_is_bounded_with_a_slow_client(tmp_path, resnet18_file):

@@ -110,7 +110,7 @@ def _dir_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
 
 def _zip_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     archive = archives.open_zip(path)
-    for m in archives.members(archive, path.name):
+    for m in archives.members(archive, path.name, get_settings().max_dataset_mb * 2**20):
         if PurePosixPath(m.name).suffix.lower() in images.ACCEPTED_EXTENSIONS:
             yield m.name, (lambda m=m: _member(archive, m, path.name))
 

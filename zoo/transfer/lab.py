@@ -153,7 +153,15 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     """
     settings = settings or get_settings()
     entry = registry.get(tag)
-    quota.check(settings, need=runs.model_bytes(entry.name))
+    if distributed.launched() and os.environ["RANK"] != "0":  # under torchrun, rank 0 alone stores the run
+        return _train(dataset, entry, strategy, config, size, device, callback, cancel, settings)
+    with quota.reserved(settings, runs.model_bytes(entry.name)):  # before any work, held until stored
+        return _train(dataset, entry, strategy, config, size, device, callback, cancel, settings)
+
+
+def _train(dataset: Dataset, entry: registry.ModelEntry, strategy: str, config: FitConfig | None, size: int | None,
+           device: str | torch.device | None, callback: Callback | None, cancel: threading.Event | None,
+           settings: Settings) -> Result:
     config = config or FitConfig()
     if config.lr is None:
         config = dataclasses.replace(config, lr=heads.DEFAULT_LR[heads.check(strategy)])
