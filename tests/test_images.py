@@ -327,3 +327,51 @@ def test_a_tiff_of_millions_of_strips_is_refused_before_pillow_opens_it():
     buf = io.BytesIO()
     Image.effect_noise((300, 200), 64).save(buf, "TIFF", big_tiff=True)
     assert images.decode(buf.getvalue()).size == (300, 200)
+
+
+def _rle_bmp(width: int, height: int, bits: int, run: int) -> bytes:
+    """A BMP coded RLE4 or RLE8: runs of `run` pixels, each row ended, then the end of the bitmap."""
+    rows = bytearray()
+    for y in range(height):
+        for x in range(0, width, run):
+            rows += bytes([min(run, width - x), (x + y) % 256])
+        rows += b"\x00\x00"
+    rows += b"\x00\x01"
+    colours = 2**bits
+    palette = b"".join(bytes([i * 255 // (colours - 1), 0, 0, 0]) for i in range(colours))
+    offset = 14 + 40 + len(palette)
+    head = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, {4: 2, 8: 1}[bits], len(rows), 2835, 2835,
+                       colours, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + head + palette + bytes(rows)
+
+
+def test_a_large_run_length_coded_bmp_is_refused_before_pillow_decodes_it_in_python():
+    from zoo.images import MAX_RLE_BMP
+
+    assert images.decode(_rle_bmp(300, 200, 4, 7)).size == (300, 200)  # small ones decode
+    assert images.decode(_rle_bmp(300, 200, 8, 1)).size == (300, 200)
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidImageError, match=rf"run-length coded \(RLE\).*up to {MAX_RLE_BMP:,} pixels.*"
+                                                r"6,324x6,324 in 0\.\d MiB\. Save it again as PNG"):
+        images.decode(_rle_bmp(6324, 6324, 4, 255))  # 0.3 MiB: 4 s of Pillow's Python decoder
+    with pytest.raises(InvalidImageError, match=r"1,000x1,100 in 1\.1 MiB"):
+        images.decode(_rle_bmp(1000, 1100, 8, 2))  # under the pixels, over the bytes: a run at a time
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_png_with_too_much_text_is_refused_in_one_sentence():
+    import zlib
+
+    from PIL import PngImagePlugin
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    png = buf.getvalue()
+    text = chunk(b"zTXt", b"note\x00\x00" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK - 10)))
+    bomb = png[:33] + text * 70 + png[33:]  # 70 chunks of nearly 1 MiB each, 70 KiB on disk
+    with pytest.raises(InvalidImageError, match=r"^This PNG carries more text \(metadata chunks\) than this server "
+                                                r"reads: at most 1 MiB a chunk and 64 MiB in all"):
+        images.decode(bomb)

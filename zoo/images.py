@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from zoo import residency
 from zoo.errors import InvalidImageError
@@ -80,6 +80,7 @@ def decode(
     with _decode_errors(max_pixels):
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _check_pixels(im.size, max_pixels)
+        _check_slow_decoder(im, len(data))
     large = im.width * im.height * _bytes_per_pixel(im.mode) > LARGE_BYTES
     with _one_of_few() if large else contextlib.nullcontext():
         with _decode_errors(max_pixels):
@@ -105,6 +106,20 @@ def _check_structure(data: bytes) -> None:
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and (parts := _tiff_parts(data)) > MAX_TIFF_PARTS:
         raise InvalidImageError(f"This TIFF is split into {parts:,} strips or tiles, more than this server reads "
                                 f"(at most {MAX_TIFF_PARTS:,}). Save it again with larger strips, or as PNG.")
+
+
+MAX_RLE_BMP = 2**20  # pixels, and bytes, of a run-length coded BMP: Pillow decodes those in Python (0.2-0.4 s each)
+
+
+def _check_slow_decoder(im: Image.Image, size: int) -> None:
+    """Pillow decodes run-length coded BMPs (RLE4, RLE8) a pixel or a run at a time in Python, holding the
+    interpreter: a 330 KB RLE4 file of 6324x6324 took 4 s, and 8 MB of one-pixel RLE8 runs 3 s."""
+    if im.format == "BMP" and im.tile and im.tile[0][0] == "bmp_rle" \
+            and (im.width * im.height > MAX_RLE_BMP or size > MAX_RLE_BMP):
+        raise InvalidImageError(f"This BMP is run-length coded (RLE), which this server decodes only up to "
+                                f"{MAX_RLE_BMP:,} pixels and {MAX_RLE_BMP // 2**20} MiB; this one is "
+                                f"{im.width:,}x{im.height:,} in {size / 2**20:,.1f} MiB. Save it again as PNG or "
+                                "as an uncompressed BMP.")
 
 
 def _jpeg_scans(data: bytes, most: int) -> int:
@@ -186,6 +201,11 @@ def _decode_errors(max_pixels: int) -> Iterator[None]:
         raise InvalidImageError(f"The image is larger than this server decodes (at most {max_pixels:,} pixels).") \
             from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        if "text chunk" in str(exc).lower() or "MAX_TEXT_CHUNK" in str(exc):
+            raise InvalidImageError(
+                f"This PNG carries more text (metadata chunks) than this server reads: at most "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MiB a chunk and {PngImagePlugin.MAX_TEXT_MEMORY // 2**20} "
+                "MiB in all, unpacked. Save it again without its metadata.") from None
         raise InvalidImageError(f"The image could not be decoded ({_reason(exc)}); it may be truncated or damaged. "
                                 f"Accepted: complete {ACCEPTED_TEXT} files.") from None
 
