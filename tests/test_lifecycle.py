@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.liveserver import free_port
 from zoo import lifecycle
@@ -97,24 +102,14 @@ def test_a_job_whose_turn_comes_while_the_server_stops_is_not_started():
 @pytest.mark.slow
 def test_an_evaluation_of_a_big_zip_ends_with_its_own_sentence_when_the_server_stops(tmp_path, resnet18_file,
                                                                                      monkeypatch):
-    import io
-    import zipfile
-
-    from PIL import Image
-
     from zoo import weights
     from zoo.ui import compare_tab
 
     weights.import_file(resnet18_file, "resnet18.a1_in1k")
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (120, 90, 60)).save(buf, "PNG")
-    path = tmp_path / "big.zip"
-    with zipfile.ZipFile(path, "w") as z:
-        for i in range(3000):  # a minute or more of evaluation on this machine
-            z.writestr(f"tabby/{i}.png", buf.getvalue())
+    path = _big_zip(tmp_path)
     answer = {}
     tags = ["resnet18.a1_in1k"]
-    worker = threading.Thread(target=lambda: answer.update(out=compare_tab.evaluate_zip(str(path), tags)))
+    worker = threading.Thread(target=lambda: answer.update(out=list(compare_tab.evaluate_zip(str(path), tags))[-1]))
     worker.start()
     time.sleep(4)
     assert worker.is_alive()  # still evaluating
@@ -129,6 +124,63 @@ def test_an_evaluation_of_a_big_zip_ends_with_its_own_sentence_when_the_server_s
     assert not [t for t in threading.enumerate() if t.name == "zoo-evaluate"]  # it stopped at its next batch
     assert "The server is shutting down, so this evaluation was stopped before it finished." in status
     assert "nothing of it was kept" not in status
+
+
+def test_a_quiet_job_gives_its_handler_a_tick_and_stops_when_the_handler_is_closed(monkeypatch):
+    monkeypatch.setattr(relay, "TICK_S", 0.3)
+    stopped = threading.Event()
+
+    def job(emit, cancel):  # a long step that emits nothing
+        cancel.wait(30)
+        stopped.set()
+
+    events = relay.relay(job, "test-job")
+    start = time.monotonic()
+    assert next(events) == ("tick", None)
+    assert 0.25 < time.monotonic() - start < 1.0
+    events.close()  # what Gradio does once it sees the client has left
+    assert stopped.wait(2)
+
+
+def _big_zip(tmp_path) -> Path:
+    """3,000 small PNGs of one class: a minute or more of evaluation on this machine."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(buf, "PNG")
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(3000):
+            z.writestr(f"tabby/{i}.png", buf.getvalue())
+    return path
+
+
+@pytest.mark.slow
+def test_an_api_client_that_drops_its_stream_stops_its_evaluation(tmp_path, live_zoo):
+    """Gradio notices a client that left only when the handler yields: the evaluation ran on for minutes (1.8
+    cores) after an API client dropped `/gradio_api/call/evaluate`'s stream; now it stops within seconds."""
+    import httpx
+
+    with open(_big_zip(tmp_path), "rb") as f:
+        path = httpx.post(f"{live_zoo.url}/gradio_api/upload", files={"files": ("big.zip", f)}, timeout=60).json()[0]
+    data = [{"path": path, "orig_name": "big.zip", "meta": {"_type": "gradio.FileData"}}, ["resnet18.a1_in1k"]]
+    event = httpx.post(f"{live_zoo.url}/gradio_api/call/evaluate", json={"data": data}, timeout=30).json()["event_id"]
+    host, port = live_zoo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as stream:
+        stream.sendall(f"GET /gradio_api/call/evaluate/{event} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        deadline = time.monotonic() + 30
+        while not _evaluating() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _evaluating()
+        time.sleep(1)
+        assert stream.recv(65536).startswith(b"HTTP/1.1 200")  # the stream is open, then dropped
+    # the connection is closed: the evaluation stops at its next batch
+    deadline = time.monotonic() + 30
+    while _evaluating() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _evaluating(), "the evaluation ran on after its client left"
+
+
+def _evaluating() -> bool:
+    return any(t.name == "zoo-evaluate" for t in threading.enumerate())
 
 
 def test_a_job_that_finishes_is_unaffected_by_a_server_that_serves():

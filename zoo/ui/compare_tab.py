@@ -43,11 +43,12 @@ def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Pro
                                  cancel=cancel)
 
     for kind, payload in relay(job, "zoo-evaluate", what="evaluation", kept=False):
+        if kind == "done":
+            yield views.evaluation_table(payload), views.evaluation_note(payload)
+            return
         if kind == "progress":
             progress(payload, desc="Evaluating", unit="images")
-        else:
-            ev = payload
-    return views.evaluation_table(ev), views.evaluation_note(ev)
+        yield gr.skip(), gr.skip()  # a client that left is noticed here, and its evaluation stopped
 
 
 def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> gr.Dropdown:

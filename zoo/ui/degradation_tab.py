@@ -74,6 +74,9 @@ def run_experiment(source: str, upload: str | None, depths: list[int] | None, sh
         if kind == "done":
             yield show(rep)
             return
+        if kind == "tick":  # nothing new: an update that changes nothing, where Gradio sees a client that left
+            yield tuple(gr.skip() for _ in range(7))
+            continue
         if not errors:
             errors = [[] for _ in rep.names]
         if rep.kind == "step":

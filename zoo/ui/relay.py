@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from zoo import lifecycle
 
 WATCH_S = 0.25  # how often a job's handler looks whether the server is shutting down
 CLEANUP_S = 5.0  # how long a stopping server lets a cancelled job clean up (its job folder, temp files)
+TICK_S = 2.0  # the longest a job's handler goes without an update: Gradio stops a job whose client left only there
 Emit = Callable[[str, Any], None]  # (kind, payload)
 
 
@@ -21,7 +23,10 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
     """Run `job(emit, cancel)` on a worker thread; yield each (kind, payload) it emits, then ("done", its return).
 
     The job's exception is raised here, in the handler's thread (so `user_errors` shows it). When the consumer
-    stops early (the page left, or Cancel was pressed), `cancel` is set and the job stops at its next step.
+    stops early (the page left, Cancel was pressed, or an API client dropped its stream), `cancel` is set and
+    the job stops at its next step. Gradio notices a client that left only when the handler yields, so when
+    the job has emitted nothing for TICK_S, ("tick", None) comes: the handler yields an update that changes
+    nothing (a consumer that skips events must still yield on ticks).
     A job whose turn comes while the server shuts down is not started. When the server begins to shut down,
     `cancel` is set, the job gets up to CLEANUP_S (within ZOO_SHUTDOWN_S, one
     second kept for the answer) to stop and clean up, and `lifecycle.stopped(what, kept)` is raised here, wherever
@@ -41,6 +46,7 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
 
     worker = threading.Thread(target=work, name=name, daemon=True)
     worker.start()
+    last = time.monotonic()
     try:
         while True:
             try:
@@ -57,9 +63,10 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
                 return
             if kind == "error":
                 raise payload
-            if kind == "idle":
+            if kind == "idle" and time.monotonic() - last < TICK_S:
                 continue
-            yield kind, payload
+            last = time.monotonic()
+            yield ("tick", None) if kind == "idle" else (kind, payload)
             if kind == "done":
                 return
     finally:

@@ -89,8 +89,11 @@ def _stream(source: str, upload: str | None, tags: list[str], strategies: list[s
                     f"{rep.steps}, {rep.images_per_s:,.0f} img/s, about {rep.eta_s:.0f} s left")
         elif kind == "result":
             results.append(payload)
-        else:  # done
+        elif kind == "done":
             break
+        else:  # a tick: nothing new, an update that changes nothing, where Gradio sees a client that left
+            yield tuple(gr.skip() for _ in range(7))
+            continue
         yield _outputs(status + line, curves, results, final=False)
     yield _outputs(status, curves, results, final=True)
 
