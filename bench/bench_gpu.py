@@ -74,6 +74,7 @@ SECTIONS: tuple[tuple[str, Callable, float], ...] = (
     ("throughput-eager", functools.partial(checks.throughput, compile=False), 15),
     ("latency", checks.latency, 5),
     ("compare", checks.depth_comparison, 15),
+    ("memory-budget", checks.memory_budget, 20),
     ("transfer", train.transfer, 30),
     ("torchrun", train.torchrun, 45),
     ("degradation", train.degradation, 60),

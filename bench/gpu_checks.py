@@ -246,3 +246,51 @@ def depth_comparison(ctx) -> None:
           f"(forwards {sum(r.latency_ms for r in warm.rows):.1f} ms summed)", flush=True)
     ctx.record(wall_ms=wall, models={r.entry.name: r.latency_ms for r in warm.rows})
     ctx.target("gpu_compare_6_models_ms", wall, "<=", 100.0)
+
+
+def memory_budget(ctx) -> None:
+    """ZOO_MODEL_MEMORY_MB on the device: the default tags classified round robin by an engine with a budget
+    smaller than all of them together; the device memory in use stays within the budget plus a margin for one
+    batch's activations, and released models give their memory back (the issue's round-robin target, on CUDA)."""
+    from zoo import compare
+    from zoo.inference import Engine
+
+    tags = compare.default_tags()[:ctx.plan.compare_tags]
+    budget_mb = BUDGET_MB if ctx.cuda else 64
+    engine = Engine(dataclasses.replace(ctx.settings, model_memory_mb=budget_mb), backend="eager")
+    sync = torch.cuda.synchronize if ctx.cuda else (lambda: None)
+    used = (lambda: torch.cuda.memory_allocated() / 2**20) if ctx.cuda else (lambda: 0.0)
+    try:
+        sync()
+        base = used()
+        if ctx.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        after = []
+        for _ in range(ROUNDS):
+            for tag in tags:
+                preds = engine.classify(ctx.example_paths, tag, device=ctx.device)
+                require(len(preds) == len(ctx.example_paths), f"{tag}: no prediction")
+                sync()
+                after.append(used() - base)
+        peak = (torch.cuda.max_memory_allocated() / 2**20 - base) if ctx.cuda else 0.0
+        models_mb = engine.resident.used_bytes / 2**20
+        print(f"   {len(tags)} tags round robin x{ROUNDS}, budget {budget_mb} MiB: {engine.resident.released} models "
+              f"released; device memory over the start: peak {peak:,.0f} MiB, after each call at most "
+              f"{max(after):,.0f} MiB, counted models at the end {models_mb:,.0f} MiB", flush=True)
+    finally:
+        engine.close()
+    sync()
+    if ctx.cuda:
+        torch.cuda.empty_cache()
+    left, reserved = used() - base, torch.cuda.memory_reserved() / 2**20 if ctx.cuda else 0.0
+    print(f"   after the engine closed: {left:,.0f} MiB over the start, {reserved:,.0f} MiB reserved by the allocator",
+          flush=True)
+    ctx.record(budget_mb=budget_mb, tags=tags, peak_mb=peak, after_call_mb=after, released=engine.resident.released,
+               left_mb=left)
+    require(engine.resident.released > 0, "no model was released: the budget was not reached")
+    ctx.target("gpu_budget_peak_over_budget_mb", peak - budget_mb, "<=", 300.0)
+    ctx.target("gpu_budget_left_after_close_mb", left, "<=", 16.0)
+
+
+BUDGET_MB = 400  # the issue's round-robin budget
+ROUNDS = 2

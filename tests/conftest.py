@@ -50,9 +50,9 @@ def serving_process():
     """A server stopped by an earlier test leaves the process 'shutting down' (`zoo.lifecycle`): not for this one."""
     from zoo import lifecycle
 
-    lifecycle.end_shutdown()
+    lifecycle.serve_again()
     yield
-    lifecycle.end_shutdown()
+    lifecycle.serve_again()
 
 
 @pytest.fixture(autouse=True)

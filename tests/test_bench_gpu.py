@@ -115,5 +115,5 @@ def test_dry_run_passes_without_the_web_stack(tmp_path: Path):
     assert sections["transfer"]["data"].keys() == {"linear", "mlp", "last-stage", "full"}
     assert sections["torchrun"]["data"]["run"]["epochs"] == 1
     assert report["summary"]["fail"] == 0 and report["mode"] == "dry"
-    assert all(not t["judged"] for t in report["targets"]) and len(report["targets"]) == 5 - len(expected_skips)
+    assert all(not t["judged"] for t in report["targets"]) and len(report["targets"]) == 7 - len(expected_skips)
     assert "none of gradio" in done.stdout and "GPU check summary" in done.stdout

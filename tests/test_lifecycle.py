@@ -43,7 +43,7 @@ def test_a_job_s_handler_ends_with_the_sentence_wherever_the_job_is():
             next(events)
         assert 0.9 < time.monotonic() - start < 1 + 2 * relay.WATCH_S + 0.5
     finally:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
         release.set()
     assert finished.wait(10) and seen["cancelled"]  # the job itself stops at its next step
 
@@ -69,7 +69,7 @@ def test_a_job_that_stops_at_cancel_has_cleaned_up_before_the_page_is_told():
                 pass
         assert cleaned.is_set()
     finally:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
 
 
 def test_a_job_that_finishes_while_the_server_stops_is_answered_whole():
@@ -85,7 +85,7 @@ def test_a_job_that_finishes_while_the_server_stops_is_answered_whole():
     try:
         assert list(events) == [("done", "saved")]  # not "nothing of it was kept" for a run that was stored
     finally:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
 
 
 def test_a_job_whose_turn_comes_while_the_server_stops_is_not_started():
@@ -95,7 +95,7 @@ def test_a_job_whose_turn_comes_while_the_server_stops_is_not_started():
         with pytest.raises(ServerStopping):
             next(relay.relay(lambda emit, cancel: started.set(), "test-job"))
     finally:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
     assert not started.is_set()  # no job folder made, no dataset unpacked
 
 
@@ -119,7 +119,7 @@ def test_an_evaluation_of_a_big_zip_ends_with_its_own_sentence_when_the_server_s
         worker.join(10)
         assert time.monotonic() - start < 3.5
     finally:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
     status = answer["out"][-1]
     assert not [t for t in threading.enumerate() if t.name == "zoo-evaluate"]  # it stopped at its next batch
     assert "The server is shutting down, so this evaluation was stopped before it finished." in status

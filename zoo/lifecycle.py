@@ -23,7 +23,7 @@ def begin_shutdown(grace_s: float | None = None) -> None:
     _stopping.set()
 
 
-def end_shutdown() -> None:
+def serve_again() -> None:
     """A server starts (again, in tests): jobs run as usual. A server that shut down leaves the flag set."""
     _stopping.clear()
 

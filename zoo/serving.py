@@ -51,7 +51,7 @@ class Server(uvicorn.Server):
     module's docstring); while it shuts down, `lifecycle.stopping()` is true."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        lifecycle.end_shutdown()
+        lifecycle.serve_again()
         self.config.http_protocol_class = _with_header_deadline(self.config.http_protocol_class)
         errors = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _OneLineForCutOffBodies) for f in errors.filters):
