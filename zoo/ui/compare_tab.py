@@ -42,13 +42,17 @@ def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Pro
         return evaluate.evaluate(Path(dataset), tags, progress=lambda done, total: emit("progress", (done, total)),
                                  cancel=cancel)
 
+    # Progress in words in the note: once a generator has sent an update, Gradio no longer shows its progress bar
+    yield gr.skip(), f"Evaluating {len(tags)} model(s): reading the zip…"
     for kind, payload in relay(job, "zoo-evaluate", what="evaluation", kept=False):
         if kind == "done":
             yield views.evaluation_table(payload), views.evaluation_note(payload)
             return
         if kind == "progress":
             progress(payload, desc="Evaluating", unit="images")
-        yield gr.skip(), gr.skip()  # a client that left is noticed here, and its evaluation stopped
+            yield gr.skip(), f"Evaluating {len(tags)} model(s): {payload[0]:,} of {payload[1]:,} images done…"
+        else:  # a tick: an update that changes nothing, where Gradio notices a client that left
+            yield gr.skip(), gr.skip()
 
 
 def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> gr.Dropdown:
