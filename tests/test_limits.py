@@ -165,7 +165,7 @@ def test_a_run_training_in_another_process_holds_its_part_of_the_quota(monkeypat
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
         assert holder.stdout.readline() == "held\n"
-        assert "60.6 MiB of it is held for 1 run(s) training now" in quota.describe()
+        assert "(ZOO_RUNS_MAX_MB). 1 run training now holds 60.6 MiB of it." in quota.describe()
         with pytest.raises(quota.QuotaExceededError, match=r"about 60\.6 MiB, and stored runs take 0\.0 MiB "
                            r"\(0 runs\), and 1 run\(s\) training now hold 60\.6 MiB, of the limit of 100 MiB"):
             lab.train(data.digits(), "resnet18.a1_in1k", "linear")

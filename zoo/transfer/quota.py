@@ -76,7 +76,8 @@ def describe(settings: Settings | None = None) -> str:
     line = f"Stored runs: {count} taking {used / 2**20:,.1f} MiB of {settings.runs_max_mb:,} MiB (ZOO_RUNS_MAX_MB)."
     holding, training = held(settings)
     if training:
-        line += f" {holding / 2**20:,.1f} MiB of it is held for {training} run(s) training now."
+        line += (f" {training} run{'s' if training > 1 else ''} training now hold{'' if training > 1 else 's'} "
+                 f"{holding / 2**20:,.1f} MiB of it.")
     return line
 
 
