@@ -375,3 +375,44 @@ def test_a_png_with_too_much_text_is_refused_in_one_sentence():
     with pytest.raises(InvalidImageError, match=r"^This PNG carries more text \(metadata chunks\) than this server "
                                                 r"reads: at most 1 MiB a chunk and 64 MiB in all"):
         images.decode(bomb)
+
+
+def test_a_gif_with_megabytes_of_comments_is_refused_before_pillow_joins_them():
+    """Pillow joins a GIF's comment 255 bytes at a time: 2 MiB of comment on a 1x1 image took 4 s, 24 MiB minutes."""
+    from zoo.images import MAX_GIF_COMMENTS
+
+    buf = io.BytesIO()
+    Image.new("P", (1, 1)).save(buf, "GIF", comment=b"made here")
+    gif = buf.getvalue()
+    assert images.decode(gif).size == (1, 1)  # a short comment is fine
+    start = gif.index(b"\x2c")  # the image descriptor: comments go before it
+    comment = b"\x21\xfe" + (b"\xff" + b"c" * 255) * (2 * 2**20 // 255) + b"\x00"
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidImageError, match=rf"GIF carries more .* {MAX_GIF_COMMENTS // 1024} KiB of comments"):
+        images.decode(gif[:start] + comment + gif[start:])
+    many = b"\x21\xfe\x01c\x00" * 5000  # many small comments, joined one by one
+    with pytest.raises(InvalidImageError, match="at most 1,000 blocks"):
+        images.decode(gif[:start] + many + gif[start:])
+    assert time.perf_counter() - t0 < 1.0
+    frames = [Image.new("P", (4, 4), i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], comment=b"x" * 1000, loop=0)
+    assert images.decode(buf.getvalue()).size == (4, 4)  # an animation with a comment: its first frame
+
+
+def test_a_png_of_millions_of_chunks_is_refused_before_pillow_reads_them():
+    import zlib
+
+    from zoo.images import MAX_PNG_CHUNKS
+
+    def chunk(kind: bytes, body: bytes = b"") -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    png = buf.getvalue()
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidImageError, match=rf"more than {MAX_PNG_CHUNKS:,} chunks"):
+        images.decode(png[:33] + chunk(b"zzZz") * 200_000 + png[33:])  # 2.4 MB; Pillow: 5.5 us a chunk
+    assert time.perf_counter() - t0 < 1.0
+    assert images.decode(png[:33] + chunk(b"tEXt", b"k\x00v") * 100 + png[33:]).size == (8, 8)

@@ -106,6 +106,16 @@ def _check_structure(data: bytes) -> None:
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and (parts := _tiff_parts(data)) > MAX_TIFF_PARTS:
         raise InvalidImageError(f"This TIFF is split into {parts:,} strips or tiles, more than this server reads "
                                 f"(at most {MAX_TIFF_PARTS:,}). Save it again with larger strips, or as PNG.")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and _png_chunks(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
+        raise InvalidImageError(f"This PNG is made of more than {MAX_PNG_CHUNKS:,} chunks, more than this server "
+                                "reads (an ordinary PNG has a few dozen). Save it again, or as JPEG.")
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        blocks, comments = _gif_extensions(data)
+        if blocks > MAX_GIF_EXTENSIONS or comments > MAX_GIF_COMMENTS:
+            raise InvalidImageError(
+                f"This GIF carries more extension blocks or comments before its image than this server reads (at "
+                f"most {MAX_GIF_EXTENSIONS:,} blocks and {MAX_GIF_COMMENTS // 1024} KiB of comments). Save it "
+                "again without its comments, or as PNG.")
 
 
 MAX_RLE_BMP = 2**20  # pixels, and bytes, of a run-length coded BMP: Pillow decodes those in Python (0.2-0.4 s each)
@@ -154,6 +164,39 @@ def _jpeg_scans(data: bytes, most: int) -> int:
             else:
                 break
     return n
+
+
+MAX_PNG_CHUNKS = 65536  # Pillow reads each chunk's header in Python: 2 million empty chunks took 12 s
+MAX_GIF_EXTENSIONS = 1000  # extension blocks before a GIF's first image (Pillow reads each in Python)
+MAX_GIF_COMMENTS = 65536  # comment bytes before it: Pillow joins them a 255-byte block at a time (2 MiB took 4 s)
+
+
+def _png_chunks(data: bytes, most: int) -> int:
+    """How many chunks a PNG has, counted up to IEND or until past `most`."""
+    pos, n, size = 8, 0, len(data)
+    while pos + 8 <= size and n <= most:
+        n += 1
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return n
+
+
+def _gif_extensions(data: bytes) -> tuple[int, int]:
+    """(extension blocks, comment bytes) before a GIF's first image, counted until past the limits."""
+    if len(data) < 13:
+        return 0, 0
+    flags, size = data[10], len(data)
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    blocks = comments = 0
+    while pos + 1 < size and data[pos] == 0x21 and blocks <= MAX_GIF_EXTENSIONS and comments <= MAX_GIF_COMMENTS:
+        blocks, comment, pos = blocks + 1, data[pos + 1] == 0xFE, pos + 2
+        comments += comment  # Pillow puts a line break between comments
+        while pos < size and data[pos] and comments <= MAX_GIF_COMMENTS:  # sub-blocks, up to an empty one
+            comments += data[pos] if comment else 0
+            pos += 1 + data[pos]
+        pos += 1
+    return blocks, comments
 
 
 def _tiff_parts(data: bytes) -> int:
