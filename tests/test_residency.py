@@ -118,25 +118,39 @@ def _state(pid: int) -> str:
     return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
 
 
-def test_the_export_child_dies_with_its_parent(tmp_path):
+def _export_left_by_a_parent_that_exits(tmp_path, after_s: float, kwargs: str = "", **env: str) -> int:
+    """Start an export in a child python, which exits (os._exit) `after_s` later: the export child's pid."""
     code = (
         f"import threading, time, os, pathlib\nfrom zoo import backends\n"
         f"backends.EXPORT_LOCK = pathlib.Path(r'{tmp_path}/export.lock')  # not waiting on another test's export\n"
         f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
-        f" 224, pathlib.Path(r'{tmp_path}')), daemon=True).start()\n"
-        "time.sleep(1.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
+        f" 224, pathlib.Path(r'{tmp_path}')), kwargs={{{kwargs}}}, daemon=True).start()\n"
+        f"time.sleep({after_s})\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    pid = int(out.stdout.split()[0])
-    for _ in range(50):
-        try:
-            if _state(pid) == "Z":
-                break
-        except FileNotFoundError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"export child {pid} outlived its parent")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **env})
+    return int(out.stdout.split()[0])
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` ends (or is a zombie) within `seconds`; killed afterwards in any case."""
+    try:
+        for _ in range(int(seconds * 10)):
+            try:
+                if _state(pid) == "Z":
+                    return True
+            except FileNotFoundError:
+                return True
+            time.sleep(0.1)
+        return False
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_export_child_dies_with_its_parent(tmp_path):
+    pid = _export_left_by_a_parent_that_exits(tmp_path, 1.5)
+    assert _gone_within(pid, 5), f"export child {pid} outlived its parent"
 
 
 def test_an_export_child_is_not_paused_before_it_can_die_with_its_parent(tmp_path):
@@ -145,28 +159,8 @@ def test_an_export_child_is_not_paused_before_it_can_die_with_its_parent(tmp_pat
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1.0)\n")  # before the child's first line
-    code = (
-        f"import threading, time, os, pathlib\nfrom zoo import backends\n"
-        f"backends.EXPORT_LOCK = pathlib.Path(r'{tmp_path}/export.lock')\n"
-        f"threading.Thread(target=backends.export_in_subprocess, args=('{TAG}', pathlib.Path(r'{tmp_path}/g.onnx'),"
-        f" 224, pathlib.Path(r'{tmp_path}')), kwargs={{'pause': lambda: True}}, daemon=True).start()\n"
-        "time.sleep(0.5)\nprint(next(iter(backends._children)).pid, flush=True)\nos._exit(0)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(slow)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env)
-    pid = int(out.stdout.split()[0])
-    try:
-        for _ in range(100):
-            try:
-                if _state(pid) == "Z":
-                    return
-            except FileNotFoundError:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"export child {pid} outlived its parent, in state {_state(pid)}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    pid = _export_left_by_a_parent_that_exits(tmp_path, 0.5, "'pause': lambda: True", PYTHONPATH=str(slow))
+    assert _gone_within(pid, 10), f"export child {pid} outlived its parent"
 
 
 def test_the_server_freezes_its_start_up_objects_and_still_collects_what_requests_leave(monkeypatch):
