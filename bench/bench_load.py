@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import itertools
 import os
 import random
 import statistics
@@ -35,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import Target, free_port
+from bench import StealMonitor, Target, free_port
 
 # RSS read with nothing in flight still moves by up to 16 MB from one pause to the next, with no trend (which of
 # the heap's pages the last requests left in use): the slope needs ~2,000 requests to resolve 20 MB per 1,000
@@ -47,6 +48,7 @@ QUIET_S = 6.5
 SETTLE_S = 5.0  # after the clients resume: the queue refills from empty and the batches find their sizes again
 STAGGER_S = 1.0  # clients start and resume spread over this long
 IDLE_N = 30
+BURST = 0.10  # a sampling interval in which the hypervisor took more than this share of the CPU is a steal burst
 BUDGET_MB = 400
 CLASSIFY_CLIENTS, DOWNLOAD_LOOPS = 8, 4
 TAG = "resnet18.a1_in1k"
@@ -227,6 +229,26 @@ def _idle(browser: Browser, image: bytes) -> list[float]:
     return idle
 
 
+def _print_steal(steal: StealMonitor, marks: list[float], stats: dict, lat: list[float], idle_p50: float) -> None:
+    """How much CPU the hypervisor took in each phase, and the steady load's p99 without its steal bursts.
+
+    Information only: the target is judged on every steady request. A run whose load met a burst that its idle
+    sets did not (or the other way round) measured the machine as well as the server; this line says so.
+    """
+    shares = [steal.share(a, b) for a, b in itertools.pairwise(marks)]
+    bursts = steal.bursts(BURST)
+    clear = [ms for t, ms in stats["latencies"]
+             if t >= stats["steady_from"] and not any(t < b and t + ms / 1000 > a for a, b in bursts)]
+    print(
+        f"CPU steal (the hypervisor's share of this machine's CPU time): {shares[0]:.1%} in the idle set before "
+        f"the load, {shares[1]:.1%} during the load, {shares[2]:.1%} in the idle set after; "
+        f"{sum(b - a for a, b in bursts):.1f} s of bursts over {BURST:.0%}, during which "
+        f"{len(lat) - len(clear)} of the {len(lat)} steady requests ran; the p99 of the other {len(clear)}: "
+        f"{_p(clear, 99):.0f} ms, {_p(clear, 99) / idle_p50:.1f}x idle p50 (information only)",
+        flush=True,
+    )
+
+
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [float("nan")])[0]
 
@@ -259,7 +281,8 @@ def run() -> list[Target]:
     # this process holds torch and timm too: a full collection here (~300 ms, every client thread stopped) would
     residency.freeze_startup_objects()  # land in the latencies measured; the server does the same (app.serve)
     try:
-        return _measure(server.pid, url, sha256, six)
+        with StealMonitor() as steal:
+            return _measure(server.pid, url, sha256, six, steal)
     finally:
         gc.unfreeze()
         server.terminate()
@@ -269,13 +292,17 @@ def run() -> list[Target]:
             server.kill()
 
 
-def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
+def _measure(pid: int, url: str, sha256: str, six: list[str], steal: StealMonitor) -> list[Target]:
     browser, image = Browser(url), _image()
     for _ in range(3):
         browser.classify(image, TAG)
+    marks = [time.perf_counter()]
     idle = _idle(browser, image)
+    marks.append(time.perf_counter())
     stats = _load(url, pid, sha256)
+    marks.append(time.perf_counter())
     idle += _idle(browser, image)
+    marks.append(time.perf_counter())
     idle_p50 = statistics.median(idle)
     every = [ms for _, ms in stats["latencies"]]
     lat = [ms for t, ms in stats["latencies"] if t >= stats["steady_from"]]
@@ -291,6 +318,7 @@ def _measure(pid: int, url: str, sha256: str, six: list[str]) -> list[Target]:
         f"{stats['refused']} deliberate 429/503, {len(stats['errors'])} errors {stats['errors'][:3]}",
         flush=True,
     )
+    _print_steal(steal, marks, stats, lat, idle_p50)
     print(
         f"RSS {stats['rss_warm']:.0f} MB after warm-up, {stats['rss_end']:.0f} MB at the end over "
         f"{stats['after_warmup']} requests: {growth:.1f} MB per 1,000",

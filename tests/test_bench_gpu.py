@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from zoo.settings import REPO_ROOT
 BLOCKED = ("gradio", "gradio_client", "fastapi", "uvicorn", "starlette", "spaces", "onnx", "onnxscript")
 BLOCKER = f"""
 import sys
+import time
 
 BLOCKED = {BLOCKED!r}
 
@@ -117,3 +119,19 @@ def test_dry_run_passes_without_the_web_stack(tmp_path: Path):
     assert report["summary"]["fail"] == 0 and report["mode"] == "dry"
     assert all(not t["judged"] for t in report["targets"]) and len(report["targets"]) == 7 - len(expected_skips)
     assert "none of gradio" in done.stdout and "GPU check summary" in done.stdout
+
+
+def test_steal_monitor_shares_and_bursts():
+    from bench import StealMonitor
+
+    monitor = StealMonitor()
+    # (time, steal ticks, all ticks): 0-1 s calm (1 of 100), 1-2 s a burst (30 of 100), 2-3 s calm again
+    monitor.samples = [(0.0, 0, 0), (1.0, 1, 100), (2.0, 31, 200), (3.0, 32, 300)]
+    assert monitor.share(0.0, 1.0) == pytest.approx(0.01)
+    assert monitor.share(0.0, 3.0) == pytest.approx(32 / 300)
+    assert monitor.share(5.0, 6.0) != monitor.share(5.0, 6.0)  # NaN: no samples there
+    assert monitor.bursts(0.10) == [(1.0, 2.0)]
+    with StealMonitor(every_s=0.05) as live:  # this machine's /proc/stat, read for real
+        time.sleep(0.3)
+    if sys.platform.startswith("linux"):
+        assert len(live.samples) >= 2 and 0.0 <= live.share(0.0, float("inf")) <= 1.0
