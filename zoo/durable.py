@@ -195,11 +195,9 @@ def sweep(folder: Path) -> list[str]:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if writer_alive(fd):
             os.close(fd)
-            continue  # its writer is alive
+            continue
         if _maybe_unlocked_yet(name, path):
             os.close(fd)
             continue
@@ -211,6 +209,19 @@ def sweep(folder: Path) -> list[str]:
         finally:
             os.close(fd)
     return gone
+
+
+def writer_alive(fd: int) -> bool:
+    """Whether the writer of the temp file or folder open at `fd` is alive: `TempFile` and `TempDir` hold an
+    exclusive lock on theirs for their whole life, and a process's locks go when it dies, even by SIGKILL. When
+    it is not, `fd` now holds a shared lock, until it is closed: a writer that has just created the file and not
+    yet locked it waits for that (see `_maybe_unlocked_yet`). Any error other than the lock being taken counts
+    as alive: nothing is removed on a doubt."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    return False
 
 
 def alive(pid: int) -> bool:

@@ -33,6 +33,12 @@ def launched() -> bool:
     return all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
+def stores() -> bool:
+    """Whether this process is the one that stores what a run makes: rank 0 under `torchrun`, else always.
+    Readable before `init` (the process group), from the environment torchrun sets."""
+    return not launched() or os.environ["RANK"] == "0"
+
+
 def init(device: str | None) -> World:
     """Join the process group `torchrun` describes in the environment (once); a world of one otherwise."""
     if not launched():

@@ -153,7 +153,7 @@ def train(dataset: Dataset, tag: str, strategy: str, config: FitConfig | None = 
     """
     settings = settings or get_settings()
     entry = registry.get(tag)
-    if distributed.launched() and os.environ["RANK"] != "0":  # under torchrun, rank 0 alone stores the run
+    if not distributed.stores():  # under torchrun, rank 0 alone stores the run, so it alone holds the quota
         return _train(dataset, entry, strategy, config, size, device, callback, cancel, settings)
     with quota.reserved(settings, runs.model_bytes(entry.name)):  # before any work, held until stored
         return _train(dataset, entry, strategy, config, size, device, callback, cancel, settings)

@@ -59,9 +59,8 @@ def held(settings: Settings | None = None) -> tuple[int, int]:
         except OSError:
             continue  # released meanwhile
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            continue  # its holder is gone (or has not locked it yet: it holds the quota lock until it has)
-        except OSError:
+            if not durable.writer_alive(fd):
+                continue  # its holder is gone (or has not locked it yet: it holds the quota lock until it has)
             text = os.read(fd, 32).decode("ascii", "replace")
             total, count = total + (int(text) if text.isdigit() else 0), count + 1
         finally:

@@ -52,7 +52,7 @@ def evaluate_zip(dataset: str | None, models: list[str] | None, progress: gr.Pro
             progress(payload, desc="Evaluating", unit="images")
             yield gr.skip(), f"Evaluating {len(tags)} model(s): {payload[0]:,} of {payload[1]:,} images done…"
         else:  # a tick: an update that changes nothing, where Gradio notices a client that left
-            yield gr.skip(), gr.skip()
+            yield feedback.UNCHANGED
 
 
 def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -> gr.Dropdown:

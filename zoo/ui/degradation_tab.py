@@ -75,7 +75,7 @@ def run_experiment(source: str, upload: str | None, depths: list[int] | None, sh
             yield show(rep)
             return
         if kind == "tick":  # nothing new: an update that changes nothing, where Gradio sees a client that left
-            yield tuple(gr.skip() for _ in range(7))
+            yield feedback.UNCHANGED
             continue
         if not errors:
             errors = [[] for _ in rep.names]

@@ -84,11 +84,16 @@ def shown(message: str) -> str:
     return f"⚠️ {message}"
 
 
+UNCHANGED = object()  # what a wrapped streaming handler yields for an update that changes no output (see to_status)
+
+
 def to_status(outputs: int, *, file_arg: int | None = None, model_arg: int | None = None,
               at: int | None = None) -> Callable:
     """Wrap a handler with `outputs` outputs so it also returns a status line (last output): empty when it
     worked; on failure `gr.skip()` for every other output and one sentence (see `sentence`). Streaming
-    (generator) handlers are wrapped alike: a failure is their last update.
+    (generator) handlers are wrapped alike: a failure is their last update, and an update of `UNCHANGED` skips
+    every output. A long job's handler yields one when the job has been silent a while (`relay`'s tick): Gradio
+    notices a client that left only when it sends an update, and then cancels the handler and its job.
 
     `file_arg` / `model_arg`: positions of the uploaded file and the model name among the handler's arguments,
     so the sentence can name them. `at`: the status line is already the handler's own output at this position
@@ -107,6 +112,8 @@ def to_status(outputs: int, *, file_arg: int | None = None, model_arg: int | Non
             return tuple(text if i == at else gr.skip() for i in range(outputs))
 
         def worked(result: Any) -> Any:
+            if result is UNCHANGED:
+                return tuple(gr.skip() for _ in range(outputs if at is not None else outputs + 1))
             if at is not None:
                 return result
             return (*(result if isinstance(result, tuple) else (result,)), "")

@@ -3,7 +3,6 @@ runs. Wiring only: the grid trains in `zoo.transfer.grid` on a worker thread (`z
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,14 +11,13 @@ import gradio as gr
 import pandas as pd
 
 from zoo import accel, inference
-from zoo.errors import InvalidArgumentError, ZooError
+from zoo.errors import InvalidArgumentError
 from zoo.transfer import data, grid, lab, quota, runs
 from zoo.transfer.fit import FitConfig
 from zoo.ui import feedback, transfer_views, views
 from zoo.ui.relay import relay
 from zoo.ui.wiring import user_errors
 
-log = logging.getLogger(__name__)
 DIGITS = "Built-in handwritten digits (1,797 images, 10 classes)"
 UPLOAD = "My zip of class folders"
 STRATEGY_LABELS = [("Linear probe: new FC only", "linear"), ("MLP head: hidden layer + dropout", "mlp"),
@@ -42,19 +40,15 @@ def _lines(curves: list[dict]) -> Any:
     return gr.update(value=frame, color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
 
 
+@feedback.to_status(7, at=0, file_arg=1)  # a failure in the status line; the charts and tables keep what they had
 def train_lab(source: str = DIGITS, upload: str | None = None, tags: list[str] | None = None,
               strategies: list[str] | None = None, epochs: float = 5, size: float = 64,
               progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     """Train every (tag, strategy) on the data, streaming curves; the last update has the comparison."""
-    try:
-        grid.check(tags or [], strategies or [])
-        if source == UPLOAD and not upload:
-            raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
-        yield from _stream(source, upload, tags, strategies, FitConfig(epochs=int(epochs)), int(size) or None)
-    except Exception as exc:  # shown in the status line; the charts and tables keep what they had
-        if not isinstance(exc, ZooError):
-            log.exception("training in the Transfer lab failed")
-        yield (feedback.shown(feedback.sentence(exc, file=upload)), *(gr.skip() for _ in range(6)))
+    grid.check(tags or [], strategies or [])
+    if source == UPLOAD and not upload:
+        raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
+    yield from _stream(source, upload, tags, strategies, FitConfig(epochs=int(epochs)), int(size) or None)
 
 
 def cancelled() -> str:
@@ -92,7 +86,7 @@ def _stream(source: str, upload: str | None, tags: list[str], strategies: list[s
         elif kind == "done":
             break
         else:  # a tick: nothing new, an update that changes nothing, where Gradio sees a client that left
-            yield tuple(gr.skip() for _ in range(7))
+            yield feedback.UNCHANGED
             continue
         yield _outputs(status + line, curves, results, final=False)
     yield _outputs(status, curves, results, final=True)
