@@ -25,6 +25,20 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     settings.get_settings.cache_clear()
 
 
+def few_digits(every: int = 6):
+    """Every `every`-th image of the built-in digits, all 10 classes still in each split: for tests that need a
+    real stored run and not a good one (a linear probe on all 1,797 images costs several seconds a strategy)."""
+    import dataclasses
+
+    from zoo.transfer import data
+
+    full = data.digits()
+    few = dataclasses.replace(full, train=full.train[::every], val=full.val[::every],
+                              fingerprint=f"{full.fingerprint}-every-{every}")  # its own feature cache key
+    assert {e.label for e in few.train} == set(range(10))
+    return few
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """timm's published results beside the checkout (always there in CI)."""

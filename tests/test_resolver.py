@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import few_digits
 from zoo import images, inference, registry, resolver, weights
 from zoo.errors import UnknownModelError
 from zoo.registry import ModelEntry
 from zoo.settings import REPO_ROOT
-from zoo.transfer import data, lab, runs
+from zoo.transfer import lab, runs
 from zoo.transfer.fit import FitConfig
 from zoo.transfer.runs import Run
 
@@ -21,7 +22,7 @@ CAT = REPO_ROOT / "examples" / "chelsea.jpg"
 @pytest.fixture
 def run_id(resnet18_file) -> str:
     weights.import_file(resnet18_file, TAG)
-    return lab.train(data.digits(), TAG, "linear", FitConfig(epochs=1), size=32).run_id
+    return lab.train(few_digits(), TAG, "linear", FitConfig(epochs=1), size=32).run_id
 
 
 def test_tags_and_bare_architectures_resolve_to_registry_entries():

@@ -113,4 +113,13 @@ def test_a_full_finetune_whose_pixels_would_pass_the_memory_limit_is_refused_bef
     with pytest.raises(InvalidDatasetError, match=r"1,797 images at 64 px take 84 MiB, more than this server gives "
                                                   r"one run \(64 MiB, ZOO_TRAIN_MEMORY_MB\)"):
         lab.train(digits, TAG, "full", FitConfig(epochs=1), size=64)
-    assert lab.train(digits, TAG, "full", FitConfig(epochs=1), size=32).trainable_params > 11_000_000  # 21 MiB
+    # at 32 px (21 MiB) it passes and trains: stopped after its first step, which is all this test needs to see
+    import threading
+
+    from zoo.errors import Cancelled
+
+    stop, steps = threading.Event(), []
+    with pytest.raises(Cancelled):
+        lab.train(digits, TAG, "full", FitConfig(epochs=1), size=32, cancel=stop,
+                  callback=lambda r: (steps.append(r), stop.set()))
+    assert steps[0].kind == "step" and steps[0].step == 1
