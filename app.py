@@ -31,6 +31,10 @@ def build_app(settings: zoo.Settings | None = None) -> FastAPI:
         max_file_size=settings.max_upload_mb * 1024 * 1024, show_error=True,
         allowed_paths=[str(ui.EXAMPLES[0].parent)] if ui.EXAMPLES else None,
     )
+    # Gradio lets an event's input name only a file its users uploaded (and an output only a file it may serve)
+    # once the Blocks are launched, which gr.mount_gradio_app never marks: without this an API call could name
+    # any file on the server as its "upload", have Gradio copy it into its cache and the handler read it
+    demo.has_launched = True
     apierrors.install_generic(app.routes[-1].app)  # the UI's bare 404/405s in the one JSON shape too
     ui.install_sessions(app.routes[-1].app, settings.max_sessions)  # bounded, and cheap for each new visitor
     ui.install_queue_wake(app.routes[-1].app)  # its queue waits for work instead of polling every 1 ms

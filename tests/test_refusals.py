@@ -115,3 +115,42 @@ def test_a_body_other_than_an_upload_is_at_most_a_mib(tmp_path):
             assert http.post("/gradio_api/upload", files=files).status_code == 200  # uploads have their own limits
     finally:
         server.stop()
+
+
+def test_an_api_call_cannot_name_a_server_file_it_never_uploaded(small_limits, tmp_path):
+    """`gr.mount_gradio_app` never marks its Blocks launched, and Gradio checks that an input file was uploaded
+    only once they are: an API call could name any file on the server and have it copied and read."""
+    import zipfile
+
+    from PIL import Image
+
+    from zoo.ui import refusals
+
+    server, _ = small_limits
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(secret)
+    with zipfile.ZipFile(tmp_path / "secret.zip", "w") as z:
+        z.writestr("a/0.png", secret.read_bytes())
+        z.writestr("b/0.png", secret.read_bytes())
+    source = "My zip of class folders"
+
+    def call(api: str, data: list) -> str:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            event = http.post(f"/gradio_api/call/{api}", json={"data": data}).json()["event_id"]
+            return http.get(f"/gradio_api/call/{api}/{event}").text
+
+    def file(path) -> dict:
+        return {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    for api, data in (("classify", [file(secret), "resnet18.a1_in1k"]),
+                      ("train", [source, file(tmp_path / "secret.zip"), ["resnet18.a1_in1k"], ["linear"], 1, 32])):
+        body = call(api, data)
+        assert "event: error" in body and "not uploaded by a user" in body, body[-500:]
+    assert list(refusals.upload_folder().rglob("secret.*")) == []  # nor copied into Gradio's cache
+
+    # the same file uploaded first is read: the handler answers (here: no weights, in its status line)
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        path = http.post("/gradio_api/upload", files={"files": ("cat.png", secret.read_bytes(), "image/png")}).json()[0]
+    body = call("classify", [{"path": path, "orig_name": "cat.png", "meta": {"_type": "gradio.FileData"}},
+                             "resnet18.a1_in1k"])
+    assert "event: complete" in body and "not uploaded by a user" not in body, body[-500:]
