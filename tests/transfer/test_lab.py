@@ -123,3 +123,26 @@ def test_a_full_finetune_whose_pixels_would_pass_the_memory_limit_is_refused_bef
         lab.train(digits, TAG, "full", FitConfig(epochs=1), size=32, cancel=stop,
                   callback=lambda r: (steps.append(r), stop.set()))
     assert steps[0].kind == "step" and steps[0].step == 1
+
+
+def test_a_probe_cancelled_during_its_feature_pass_stops_at_the_next_batch(stored, digits, monkeypatch):
+    """The backbone's pass over every image comes before the head's first step (minutes at 224 px on a CPU):
+    a cancel there stops it at the next batch, and nothing is cached or stored."""
+    import threading
+
+    from zoo import paths
+    from zoo.errors import Cancelled
+    from zoo.transfer import runs
+
+    stop, batches, real = threading.Event(), [], lab.predict
+
+    def predict(*args, **kwargs):
+        batches.append(1)
+        stop.set()  # the page's Cancel, pressed while the first batch runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lab, "predict", predict)
+    with pytest.raises(Cancelled):
+        lab.train(digits, TAG, "linear", FitConfig(epochs=1), size=32, cancel=stop)
+    assert len(batches) == 1  # of 15 in the whole pass
+    assert not any(paths.feature_cache().glob("*.safetensors")) and runs.list_runs() == []

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from zoo import checkpoint, images, models, paths, registry, weights
-from zoo.errors import InvalidDatasetError, OutOfMemoryError
+from zoo.errors import Cancelled, InvalidDatasetError, OutOfMemoryError
 from zoo.settings import Settings, get_settings
 from zoo.transfer import distributed, heads, quota, runs
 from zoo.transfer.data import Dataset, Example
@@ -95,10 +95,16 @@ def feature_key(tag: str, dataset: Dataset, pre: images.Preprocessing, settings:
 
 
 def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing, key: str, device: torch.device,
-              batch: int, settings: Settings, write: bool = True) -> tuple[tuple[torch.Tensor, ...], float, bool]:
+              batch: int, settings: Settings, write: bool = True,
+              cancel: threading.Event | None = None) -> tuple[tuple[torch.Tensor, ...], float, bool]:
     """(train features, labels, val features, labels), seconds spent, whether the cache had them.
 
-    With the cache warm, no image is even preprocessed."""
+    With the cache warm, no image is even preprocessed. `cancel` is checked between batches: the backbone's pass
+    over every image takes minutes at 224 px on a CPU, before the head trains a single step.
+
+    Raises:
+        Cancelled: `cancel` was set; nothing is cached.
+    """
     y_train, y_val = _labels(dataset)
     path = paths.feature_cache(settings) / f"{key}.safetensors"
     if path.is_file():
@@ -111,9 +117,14 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     backbone = model.backbone.eval()
-    feats = [torch.cat([predict(backbone, _tensor(split[i:i + batch], pre), batch, device)  # a batch of pixels
-                        for i in range(0, len(split), batch)])  # at a time: never every image as one tensor
-             for split in (dataset.train, dataset.val)]
+    feats = []
+    for split in (dataset.train, dataset.val):
+        parts = []
+        for i in range(0, len(split), batch):  # a batch of pixels at a time: never every image as one tensor
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The run was cancelled; nothing was kept.")
+            parts.append(predict(backbone, _tensor(split[i:i + batch], pre), batch, device))
+        feats.append(torch.cat(parts))
     size = sum(f.numel() * f.element_size() for f in feats)
     if write and size <= settings.feature_cache_mb * 2**20:  # under torchrun only the main process writes the cache
         try:
@@ -174,7 +185,7 @@ def _train(dataset: Dataset, entry: registry.ModelEntry, strategy: str, config: 
     pre = _pre(entry.name, size)
     if strategy in heads.FROZEN_BACKBONE:
         data, feature_s, cached = _features(model, dataset, pre, feature_key(entry.name, dataset, pre, settings), dev,
-                                            config.batch_size * 2, settings, write=world.is_main)
+                                            config.batch_size * 2, settings, write=world.is_main, cancel=cancel)
         target = model.head
     else:
         t0 = time.perf_counter()
