@@ -117,7 +117,8 @@ def reserved(settings: Settings | None = None, need: int = 0) -> Iterator[None]:
 def _refusal(used: int, count: int, holding: int, training: int, need: int, limit_mb: int) -> str:
     mib = 2**20
     others = f", and {training} run(s) training now hold {holding / mib:,.1f} MiB," if training else ""
-    start = (f"Stored runs take {used / mib:,.1f} MiB ({count} runs){others} at the limit"
+    where = "at" if used + holding == limit_mb * mib else "over"  # a lowered limit leaves runs over it
+    start = (f"Stored runs take {used / mib:,.1f} MiB ({count} runs){others} {where} the limit"
              if used + holding >= limit_mb * mib else
              f"Not starting: this run's model takes about {need / mib:,.1f} MiB, and stored runs take "
              f"{used / mib:,.1f} MiB ({count} runs){others} of the limit")
