@@ -75,6 +75,17 @@ def test_a_member_that_lies_about_its_size_stops_at_the_declared_size(tmp_path):
     assert seen <= 1000  # never inflated past what the header declared
 
 
+def test_a_member_with_damaged_deflate_data_is_named_as_corrupt(tmp_path):
+    """zlib's own error (not a CRC mismatch) once came out as 'Something went wrong on the server (error)'."""
+    path = _zip(tmp_path / "crc.zip", {"cat/a.png": bytes(range(256)) * 400})
+    raw = bytearray(path.read_bytes())
+    start = raw.find(b"cat/a.png") + len("cat/a.png")  # the local header's name, then the deflate stream
+    raw[start:start + 40] = bytes([0xFF]) * 40  # an invalid block type where the stream begins
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as z, pytest.raises(InvalidDatasetError, match=r"'cat/a\.png' in crc\.zip is corrupt"):
+        archives.read(z, archives.members(z, "crc.zip")[0], "crc.zip")
+
+
 def test_members_over_the_image_limit_are_skipped_unread_and_the_dataset_budget_holds(tmp_path, monkeypatch):
     _env(monkeypatch, ZOO_MAX_IMAGE_MB=1)
     big = os.urandom(2 * 2**20)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -100,7 +101,7 @@ def chunks(archive: zipfile.ZipFile, member: Member, label: str) -> Iterator[byt
                     raise InvalidDatasetError(f"{member.name!r} in {label} inflates past its declared size "
                                               f"({limit:,} bytes); refusing it.")
                 yield chunk
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, EOFError) as exc:  # zlib: damaged deflate data
         raise InvalidDatasetError(f"{member.name!r} in {label} is corrupt ({exc}).") from None
 
 
