@@ -6,6 +6,7 @@ import itertools
 import operator
 import socket
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ class StealMonitor:
     """
 
     def __init__(self, every_s: float = 0.5):
-        import threading
-
         self.every_s = every_s
         self.samples: list[tuple[float, int, int]] = []  # (perf_counter, steal ticks, all ticks)
         self._stop = threading.Event()

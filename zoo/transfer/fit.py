@@ -79,6 +79,12 @@ Callback = Callable[[Report], None]
 
 
 @torch.no_grad()
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Raise Cancelled if `cancel` is set: checked between a run's batches, of features or of training steps."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("The run was cancelled; nothing was kept.")
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Logits for every row of `x`, in eval mode, batch by batch."""
     model.eval()
@@ -124,8 +130,7 @@ def fit(model: nn.Module, groups: list[dict], data: tuple[torch.Tensor, ...], co
             perm = shard(torch.randperm(len(x_train), generator=order), world)
             epoch_loss = hits = 0.0
             for i in range(0, len(perm), batch):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("The run was cancelled; nothing was kept.")
+                stop_if_cancelled(cancel)
                 idx = perm[i:i + batch]
                 xb, yb = x_train[idx].to(device), y_train[idx].to(device)
                 for g, lr in zip(opt.param_groups, base, strict=True):

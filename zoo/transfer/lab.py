@@ -21,11 +21,11 @@ import torch
 from safetensors.torch import load_file
 
 from zoo import checkpoint, images, models, paths, registry, weights
-from zoo.errors import Cancelled, InvalidDatasetError, OutOfMemoryError
+from zoo.errors import InvalidDatasetError, OutOfMemoryError
 from zoo.settings import Settings, get_settings
 from zoo.transfer import distributed, heads, quota, runs
 from zoo.transfer.data import Dataset, Example
-from zoo.transfer.fit import Callback, FitConfig, History, fit, predict
+from zoo.transfer.fit import Callback, FitConfig, History, fit, predict, stop_if_cancelled
 from zoo.transfer.metrics import Scores, score
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,7 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
     for split in (dataset.train, dataset.val):
         parts = []
         for i in range(0, len(split), batch):  # a batch of pixels at a time: never every image as one tensor
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("The run was cancelled; nothing was kept.")
+            stop_if_cancelled(cancel)
             parts.append(predict(backbone, _tensor(split[i:i + batch], pre), batch, device))
         feats.append(torch.cat(parts))
     size = sum(f.numel() * f.element_size() for f in feats)
