@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,31 @@ def test_a_valid_file_loads(state, expected, tmp_path):
     tensors, header = checkpoint.load_checked(p, expected, "ok")
     assert set(tensors) == set(state) and all(torch.equal(tensors[k], state[k]) for k in state)
     assert header.tensors["conv1.0.weight"].shape == tuple(state["conv1.0.weight"].shape)
+
+
+_OWNED = """
+import os, struct, sys, torch
+from zoo import checkpoint
+path = sys.argv[1]
+tensors = checkpoint.read_tensors(path)
+before = {k: v.clone() for k, v in tensors.items()}
+(n,) = struct.unpack("<Q", open(path, "rb").read(8))
+with open(path, "r+b") as f:  # every byte of the data section changed in place, as a disk error or a user might
+    f.seek(8 + n)
+    f.write(b"\\xff" * (os.path.getsize(path) - 8 - n))
+assert all(torch.equal(tensors[k], before[k]) for k in before), "a loaded tensor changed with its file"
+os.truncate(path, 8)  # a mapped tensor read after this would kill the process with SIGBUS
+print(sum(float(t.float().sum()) for t in tensors.values()) == sum(float(t.float().sum()) for t in before.values()))
+"""
+
+
+def test_loaded_tensors_are_the_process_s_own_not_pages_of_the_file(state, tmp_path):
+    """A file changed or truncated after loading changes nothing that was loaded, and crashes nothing (safetensors'
+    default maps the file: the first tensor then read the new bytes, and the second read killed the process)."""
+    p = tmp_path / "ok.safetensors"
+    p.write_bytes(valid_bytes(state, tmp_path))
+    out = subprocess.run([sys.executable, "-c", _OWNED, str(p)], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout.strip()) == (0, "True"), out.stderr[-800:]
 
 
 def _overlap(h: dict, d: bytes) -> tuple[dict, bytes]:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 from filelock import FileLock
@@ -62,6 +63,18 @@ def test_the_engine_releases_models_beyond_the_budget_for_real(stored, monkeypat
     assert eng.resident.resident() == [f"{OTHER}@cpu"] and not eng.is_ready(TAG)
     assert eng.cache.cached() == [f"{OTHER}@cpu"]
     assert eng.classify([_png()], [TAG])[0][0].model == TAG  # served again, loaded afresh
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_a_served_model_maps_no_page_of_its_weights_file(stored):
+    """The budget counts a model's parameters once: none of them is still a page of the file (a mapped file stayed
+    resident beside the channels_last copies, 2x the model; and a byte written into it changed the served model)."""
+    eng = inference.Engine(backend="eager")
+    eng.classify([_png()], [TAG])
+    st = os.stat(weights.store().weights_path(TAG))
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines()
+              if len(f := line.split()) > 5 and f[4] == str(st.st_ino) and f[3].endswith(f":{os.minor(st.st_dev):02x}")]
+    assert eng.is_ready(TAG) and mapped == []
 
 
 def test_a_model_bigger_than_the_budget_still_serves_alone(stored, monkeypatch):

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file
 
 from zoo import checkpoint, durable, integrity
 from zoo.errors import InvalidArgumentError
@@ -72,7 +71,7 @@ def timm_file(run_id: str, settings: Settings | None = None) -> tuple[Path, dict
         found = _current(folder, record["sha256"])
         if found:
             return found
-        tensors = timm_state_dict(load_file(str(folder / runs.MODEL_FILE)), record["strategy"])
+        tensors = timm_state_dict(checkpoint.read_tensors(folder / runs.MODEL_FILE), record["strategy"])
         meta = {"format": "pt", "zoo.kind": "finetuned", "zoo.run": run_id, "zoo.base": record["tag"],
                 "zoo.strategy": record["strategy"], "zoo.class_names": json.dumps(record["classes"])}
         checkpoint.save_atomic(tensors, folder / TIMM_FILE, meta)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from zoo import checkpoint, images, models, paths, registry, weights
 from zoo.errors import InvalidDatasetError, OutOfMemoryError
@@ -109,7 +108,7 @@ def _features(model: heads.Transfer, dataset: Dataset, pre: images.Preprocessing
     path = paths.feature_cache(settings) / f"{key}.safetensors"
     if path.is_file():
         try:
-            t = load_file(str(path))
+            t = checkpoint.read_tensors(path)
             with contextlib.suppress(OSError):
                 os.utime(path)  # used now: the last to go when the cache is over ZOO_FEATURE_CACHE_MB
             return (t["train"], y_train, t["val"], y_val), 0.0, True
