@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.transfer.kit import tiny
-from zoo.transfer.fit import FitConfig, fit, lr_factor
+from zoo.transfer.fit import FitConfig, fit, lr_factor, predict
 
 
 def test_lr_schedule_warms_up_then_follows_a_cosine():
@@ -39,3 +39,14 @@ def test_a_cancelled_run_stops_and_leaves_the_model_as_it_was():
         fit(model, model.param_groups(0.05, 0.1), (x, y, x[:4], y[:4]), FitConfig(epochs=3, batch_size=8, lr=0.05),
             device=torch.device("cpu"), callback=on_step, cancel=cancel)
     assert len(steps) == 2 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_predictions_keep_no_autograd_graph_of_a_trainable_model():
+    """Validation after each epoch of a fine-tune: with a graph, every batch's activations stayed alive until the
+    last batch (resnet18, 256 images at 128 px: 1.7 GB peak against 0.12 GB)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x = torch.randn(6, 3, 8, 8)
+    model(x)  # materialise the lazy layer
+    out = predict(model, x, 4, torch.device("cpu"))
+    assert out.shape == (6, 2) and not out.requires_grad and out.grad_fn is None
+    assert all(p.requires_grad for p in model.parameters())  # the model itself is left trainable

@@ -85,8 +85,11 @@ def stop_if_cancelled(cancel: threading.Event | None) -> None:
         raise Cancelled("The run was cancelled; nothing was kept.")
 
 
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits for every row of `x`, in eval mode, batch by batch."""
+    """Logits for every row of `x`, in eval mode, batch by batch, with no autograd graph: with one, every batch's
+    activations stayed alive (the results hold their graphs) until the last batch was done, for a fine-tuned
+    model's validation pass after each epoch."""
     model.eval()
     return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
