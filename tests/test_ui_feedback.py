@@ -94,3 +94,22 @@ def test_grad_cam_after_a_failed_classification_leaves_the_sentence_alone():
     from zoo.ui import classify_tab
 
     assert classify_tab.explain_after("cat.jpg", "resnet50", "⚠️ cat.jpg: not an image.") == (gr.skip(),) * 5
+
+
+@pytest.mark.parametrize("value", [1.5, "16.5", float("nan"), float("inf"), "many", None])
+def test_a_count_that_is_not_a_whole_number_is_refused_not_truncated(value):
+    with pytest.raises(InvalidArgumentError, match="Input size in px must be a whole number"):
+        feedback.whole(value, "Input size in px")
+    assert feedback.whole(32.0, "x") == 32 and feedback.whole("8", "x") == 8
+
+
+@pytest.mark.parametrize("tab", ["degradation", "transfer"])
+def test_the_labs_refuse_a_fractional_size_in_their_status_line(tab):
+    """API callers can send any number for a slider: 16.5 px was trained as 16 px (and 1.5 px as 1)."""
+    from zoo.ui import degradation_tab, transfer_tab
+
+    if tab == "degradation":
+        updates = list(degradation_tab.run_experiment(degradation_tab.DATA_DIGITS, None, [20], "A", 1, 16.5, False))
+    else:
+        updates = list(transfer_tab.train_lab(transfer_tab.DIGITS, None, ["resnet18.a1_in1k"], ["linear"], 1, 16.5))
+    assert updates[-1][0] == "⚠️ Input size in px must be a whole number, not 16.5."

@@ -55,8 +55,8 @@ def _config(source: str, upload: str | None, depths: list[int] | None, shortcut:
     if source == DATA_UPLOAD and not upload:
         raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
     data = {DATA_DIGITS: DIGITS, DATA_CIFAR: "cifar10"}.get(source, upload)
-    return Config(data=data, depths=tuple(int(d) for d in depths), shortcut=shortcut, epochs=int(epochs),
-                  size=int(size))
+    return Config(data=data, depths=tuple(feedback.whole(d, "A depth") for d in depths), shortcut=shortcut,
+                  epochs=feedback.whole(epochs, "Epochs"), size=feedback.whole(size, "Input size in px"))
 
 
 @feedback.to_status(7, at=0, file_arg=1)

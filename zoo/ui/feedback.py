@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +19,24 @@ from typing import Any
 import gradio as gr
 
 from zoo import hub, registry
-from zoo.errors import InvalidImageError, UnknownModelError, WeightsUnavailableError, ZooError
+from zoo.errors import InvalidArgumentError, InvalidImageError, UnknownModelError, WeightsUnavailableError, ZooError
 from zoo.settings import get_settings
 
 log = logging.getLogger(__name__)
 _CLI = re.compile(r"[^.]*`python -m zoo[^`]*`[^.]*\.\s*")  # a sentence that tells a visitor to run our CLI
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")  # an absolute path on the server
+
+
+def whole(value: Any, what: str) -> int:
+    """A count the page's sliders (and API callers) send as a number, as the int it must be: 1.5 px is refused, not
+    taken as 1 px, and neither is NaN or a value that is not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{what} must be a whole number, not {str(value)[:40]!r}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise InvalidArgumentError(f"{what} must be a whole number, not {value}.")
+    return int(number)
 
 
 def scrub(text: str) -> str:

@@ -48,7 +48,8 @@ def train_lab(source: str = DIGITS, upload: str | None = None, tags: list[str] |
     grid.check(tags or [], strategies or [])
     if source == UPLOAD and not upload:
         raise InvalidArgumentError("Upload a .zip of class folders first, or choose the built-in digits.")
-    yield from _stream(source, upload, tags, strategies, FitConfig(epochs=int(epochs)), int(size) or None)
+    yield from _stream(source, upload, tags, strategies, FitConfig(epochs=feedback.whole(epochs, "Epochs")),
+                       feedback.whole(size, "Input size in px") or None)
 
 
 def cancelled() -> str:
