@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,33 @@ def test_a_changed_identity_with_the_same_bytes_is_rehashed_and_trusted_again(re
     assert st.checked(TAG).sha256 == path.name
     assert st.record(TAG).verified != before  # the re-hash is written down: the next process need not repeat it
     assert st.record(TAG).verified == list(integrity.identity(path.stat()))
+
+
+def test_a_file_written_while_it_is_hashed_is_judged_again_without_deadlocking(tmp_path, monkeypatch):
+    """The retry after a change mid-read ran with the file's lock still held (not reentrant): the checking
+    thread, and every later check of that file (classify, the card, downloads), waited forever."""
+    path = tmp_path / "blob"
+    path.write_bytes(b"a" * 4096)
+    first = sha256_file(path)
+    hashes = []
+
+    def hash_then_write(p):
+        hashes.append(sha256_file(p))
+        if len(hashes) == 1:  # a writer lands between the read and the second stat
+            with open(p, "r+b") as f:
+                f.write(b"b")
+        return hashes[-1]
+
+    monkeypatch.setattr(integrity, "sha256_file", hash_then_write)
+    out = []
+    worker = threading.Thread(target=lambda: out.append(integrity.check(path, first, 4096)), daemon=True)
+    worker.start()
+    worker.join(20)
+    second = sha256_file(path)
+    assert not worker.is_alive(), "integrity.check deadlocked on its own lock"
+    assert len(hashes) == 2 and hashes[1] == second  # the newest bytes were judged
+    assert out[0].checked is None and out[0].actual == second
+    assert integrity.check(path, second, 4096).checked is not None  # and the file's lock is free again
 
 
 def test_verify_quarantines_only_a_blob_whose_bytes_are_not_its_name(resnet18_file, resnet18_v2_file):

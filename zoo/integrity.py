@@ -85,7 +85,7 @@ def check(path: Path, sha256: str, size: int, recorded: Identity | None = None) 
     with lock:
         seen = _memo.get(key)
         if seen is not None and seen[0] == now:  # another thread hashed it meanwhile
-            found = seen[1]
+            found, after = seen[1], now
             rehashed = False
         else:
             try:
@@ -93,10 +93,11 @@ def check(path: Path, sha256: str, size: int, recorded: Identity | None = None) 
                 after = identity(os.stat(path))
             except OSError:
                 return None
-            if after != now:  # it changed while being read: judge the newest version on the next call
-                return check(path, sha256, size, recorded)
-            _memo[key] = (now, found)
+            if after == now:
+                _memo[key] = (now, found)
             rehashed = True
+    if after != now:  # it changed while being read: judge the newest version (with the lock let go: it is no RLock)
+        return check(path, sha256, size, recorded)
     if found != sha256:
         return Verdict(None, actual=found, rehashed=rehashed)
     return Verdict(Checked(path, sha256, size, now), rehashed=rehashed)
