@@ -33,6 +33,7 @@ from zoo.errors import (
     WeightsIntegrityError,
     WeightsUnavailableError,
     ZooError,
+    without_paths,
 )
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
@@ -78,10 +79,11 @@ def zoo_error(exc: ZooError) -> JSONResponse:
         if exc.commit:
             headers["X-Repo-Commit"] = exc.commit
         return error(404, exc.code, str(exc), exc.suggestions, headers)
+    message = without_paths(str(exc))  # a remote client is not told where the server keeps its files
     for kind, status, code in _CODES:
         if isinstance(exc, kind):
-            return error(status, code, str(exc), getattr(exc, "suggestions", None))
-    return error(500, "error", str(exc))
+            return error(status, code, message, getattr(exc, "suggestions", None))
+    return error(500, "error", message)
 
 
 def _http_code(status: int) -> str:

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+from pathlib import PurePath
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")  # an absolute path on the server
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute server path replaced by its file name in backticks (a folder's path goes): what
+    a remote client or a page visitor may read. The server's log keeps the whole message."""
+    return _PATH.sub(lambda m: f"`{PurePath(m.group(0)).name}`" if "." in PurePath(m.group(0)).name else "", text)
 
 
 class ZooError(Exception):

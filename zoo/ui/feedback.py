@@ -19,12 +19,18 @@ from typing import Any
 import gradio as gr
 
 from zoo import hub, registry
-from zoo.errors import InvalidArgumentError, InvalidImageError, UnknownModelError, WeightsUnavailableError, ZooError
+from zoo.errors import (
+    InvalidArgumentError,
+    InvalidImageError,
+    UnknownModelError,
+    WeightsUnavailableError,
+    ZooError,
+    without_paths,
+)
 from zoo.settings import get_settings
 
 log = logging.getLogger(__name__)
 _CLI = re.compile(r"[^.]*`python -m zoo[^`]*`[^.]*\.\s*")  # a sentence that tells a visitor to run our CLI
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")  # an absolute path on the server
 
 
 def whole(value: Any, what: str) -> int:
@@ -42,7 +48,7 @@ def whole(value: Any, what: str) -> int:
 def scrub(text: str) -> str:
     """`text` without sentences that need a shell on the server and without server paths (kept: file names)."""
     text = _CLI.sub("", text)
-    return _PATH.sub(lambda m: f"`{Path(m.group(0)).name}`" if "." in Path(m.group(0)).name else "", text).strip()
+    return without_paths(text).strip()
 
 
 def weights_missing(name: str) -> str:
