@@ -81,7 +81,7 @@ def test_unknown_names_and_missing_weights_are_json_errors_with_a_way_forward(cl
     assert r.status_code == 404 and set(r.json()["error"]) == {"status", "code", "message", "suggestions"}
 
 
-def test_a_file_changed_on_disk_is_refused_without_naming_server_paths(client, stored):
+def test_a_file_changed_on_disk_is_refused_without_naming_server_paths_and_counted_nowhere(client, stored):
     """The 503 named the quarantine folder's absolute path (found by an adversarial pass); the file name stays."""
     blob = weights.store().weights_path(TAG)
     with open(blob, "r+b") as f:  # one byte of the data section, changed in place
@@ -92,6 +92,8 @@ def test_a_file_changed_on_disk_is_refused_without_naming_server_paths(client, s
     assert (r.status_code, body["code"]) == (503, "weights_changed_on_disk")
     assert "changed on disk" in body["message"] and str(weights.store().root) not in body["message"]
     assert "/" + blob.parent.name not in body["message"] and ".safetensors" in body["message"], body["message"]
+    listed = client.get("/api/models", params={"local": True}).json()["count"]
+    assert listed == client.get("/readyz").json()["local_weights"] == 0  # the moved-aside file counts nowhere
 
 
 def test_header_lists_tensors_without_sending_the_file(client, stored, resnet18_file):

@@ -84,6 +84,16 @@ def test_a_file_changed_in_place_is_never_served_or_loaded(resnet18_file):
     assert not ok and message.startswith("MISSING") and f"import {TAG} again" in message
 
 
+def test_a_truncated_file_is_named_by_its_sizes_and_its_quarantine_is_logged(resnet18_file, caplog):
+    path = weights.import_file(resnet18_file, TAG)
+    size = path.stat().st_size
+    os.truncate(path, 20_000)
+    with caplog.at_level("WARNING", logger="zoo.store"), pytest.raises(WeightsCorruptError) as err:
+        catalog.require_stored(TAG)
+    assert f"changed on disk (it is now 20000 bytes, not {size})" in str(err.value)  # was "size 20000... instead
+    assert any(TAG in r.getMessage() and "moved it to" in r.getMessage() for r in caplog.records)  # of sha256 ..."
+
+
 def test_a_changed_identity_with_the_same_bytes_is_rehashed_and_trusted_again(resnet18_file):
     path = weights.import_file(resnet18_file, TAG)
     st = weights.store()

@@ -53,6 +53,12 @@ class Verdict:
     actual: str | None = None  # the hash found, when it differs from the recorded one
     rehashed: bool = False  # whether this call read the whole file
 
+    def change(self, sha256: str, size: int) -> str:
+        """What changed, for a message: the size, when that alone gave it away, else the hash."""
+        if self.actual and self.actual.startswith("size "):
+            return f"it is now {self.actual.removeprefix('size ')} bytes, not {size}"
+        return f"its bytes hash to {(self.actual or '')[:16]}... instead of sha256 {sha256[:16]}..."
+
 
 _memo: dict[str, tuple[Identity, str]] = {}  # path -> (identity when hashed, the hash found then)
 _locks: dict[str, threading.Lock] = {}

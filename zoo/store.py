@@ -246,8 +246,8 @@ class Store:
             return verdict.checked
         aside = self._quarantine(path, name, rec.sha256, verdict.actual)
         raise WeightsCorruptError(
-            f"The stored weights of {name} changed on disk ({verdict.actual[:16]}... instead of sha256 "
-            f"{rec.sha256[:16]}...) and were {aside}. Fetch or import them again."
+            f"The stored weights of {name} changed on disk ({verdict.change(rec.sha256, rec.size)}) and were "
+            f"{aside}. Fetch or import them again."
         )
 
     def _remember(self, rec: Record, ident: integrity.Identity) -> None:
@@ -278,6 +278,8 @@ class Store:
         except OSError as exc:
             return f"left in place ({durable.why(exc, self.root)})"
         integrity.forget(path)
+        log.warning("%s: its stored file no longer hashes to its record (recorded %s, actual %s); moved it to %s",
+                    name, expected, actual, aside)
         return f"moved to {aside}"
 
     def verify(self, name: str) -> tuple[bool, str]:

@@ -162,8 +162,8 @@ def checked(run_id: str, settings: Settings | None = None) -> integrity.Checked 
     verdict = integrity.check(path, record["sha256"], record["size"], integrity.as_identity(record.get("verified")))
     if verdict is None or verdict.checked is not None:
         return verdict.checked if verdict else None
-    raise WeightsCorruptError(f"The model of run {run_id} changed on disk ({verdict.actual[:16]}... instead of "
-                              f"sha256 {record['sha256'][:16]}...); it is not served or loaded. "
+    raise WeightsCorruptError(f"The model of run {run_id} changed on disk "
+                              f"({verdict.change(record['sha256'], record['size'])}); it is not served or loaded. "
                               f"Delete the run (`python -m zoo runs --rm {run_id}`) and train it again.")
 
 
