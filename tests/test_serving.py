@@ -453,3 +453,19 @@ def test_ctrl_c_ends_the_server_within_its_grace_while_a_handler_still_runs(tmp_
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_download_broken_off_for_a_changed_file_is_not_logged_again_with_a_traceback():
+    """uvicorn logged the deliberate DigestMismatch as 'Exception in ASGI application' with ~70 lines of
+    traceback, after httpfiles' own one-line error (found by an adversarial pass)."""
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", (), info)
+
+    keep = serving._OneLineForCutOffBodies()
+    assert keep.filter(record(httpfiles.DigestMismatch("x.safetensors: the bytes do not match the ETag"))) is False
+    other = record(RuntimeError("a real bug"))
+    assert keep.filter(other) is True and other.exc_info is not None and other.levelname == "ERROR"

@@ -71,10 +71,15 @@ class Server(uvicorn.Server):
 class _OneLineForCutOffBodies(logging.Filter):
     """A route reading a body its client cut off (it left, or sent the body too slowly: BODY_IDLE_S, BODY_MIN_BPS)
     raises Starlette's ClientDisconnect, which uvicorn logged as an error with a 60-line traceback (Gradio's
-    upload route does not catch it): one warning line instead, so hostile uploads cannot flood the log."""
+    upload route does not catch it): one warning line instead, so hostile uploads cannot flood the log. A
+    download broken off because the file's bytes no longer hash to its ETag (`httpfiles.DigestMismatch`, raised
+    on purpose: ASGI has no other way to end a response short) is not logged again: its one error line, naming
+    the file and both hashes, was written when it was found."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, httpfiles.DigestMismatch):
+            return False
         if isinstance(exc, ClientDisconnect):
             record.msg, record.args = CUT_OFF, ()
             record.exc_info, record.exc_text = None, None
