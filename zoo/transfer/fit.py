@@ -78,7 +78,6 @@ class History:
 Callback = Callable[[Report], None]
 
 
-@torch.no_grad()
 def stop_if_cancelled(cancel: threading.Event | None) -> None:
     """Raise Cancelled if `cancel` is set: checked between a run's batches, of features or of training steps."""
     if cancel is not None and cancel.is_set():
