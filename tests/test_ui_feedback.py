@@ -19,6 +19,9 @@ def test_scrub_drops_server_paths_and_cli_sentences_but_keeps_file_names():
     clean = feedback.scrub(text)
     assert "/srv" not in clean and "/tmp" not in clean and "python -m zoo" not in clean
     assert "`cat.jpg`" in clean and "resnet50.a1_in1k" in clean
+    # a sentence that ends with a path keeps its full stop outside the name (was "`x.safetensors.`")
+    assert feedback.scrub("They were moved to /srv/zoo/.corrupt/x-1-ab.safetensors. Fetch them again.") == (
+        "They were moved to `x-1-ab.safetensors`. Fetch them again.")
 
 
 def test_unknown_model_suggests_close_names():

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
-from zoo import hub, weights
-from zoo.errors import WeightsIntegrityError, WeightsUnavailableError
+from zoo import catalog, hub, weights
+from zoo.errors import WeightsCorruptError, WeightsIntegrityError, WeightsUnavailableError
 from zoo.settings import REPO_ROOT, get_settings
 
 TAG = "resnet18.tv_in1k"
@@ -46,6 +46,20 @@ def test_first_resolve_downloads_and_verifies_then_no_more_requests(local_hub, s
     before = len(local_hub.requests)
     assert weights.resolve(TAG) == path and weights.resolve("resnet18.tv_in1k") == path
     assert len(local_hub.requests) == before  # the store answers: no request at all
+
+
+def test_weights_moved_aside_are_fetched_again_where_the_hub_has_them(local_hub, served):
+    path = weights.resolve(TAG)
+    with open(path, "r+b") as f:  # one byte changed in place
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0x01]))
+    with pytest.raises(WeightsCorruptError, match="changed on disk"):
+        catalog.require_stored(TAG)
+    assert weights.store().set_aside(TAG) is not None  # until it is fetched again, every use says what happened
+    assert hashlib.sha256(weights.resolve(TAG).read_bytes()).hexdigest() == served.sha256
+    assert weights.store().set_aside(TAG) is None and catalog.require_stored(TAG).sha256 == served.sha256
 
 
 def test_bytes_that_do_not_match_the_reported_hash_are_refused(local_hub, served):

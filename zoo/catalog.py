@@ -182,11 +182,15 @@ def _stored_file(name: str, settings: Settings) -> StoredFile | None:
 
 
 def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
-    """`stored_file` of the exactly named model (`exact`), or WeightsUnavailableError saying how to get it."""
+    """`stored_file` of the exactly named model (`exact`), or WeightsUnavailableError saying how to get it
+    (WeightsCorruptError, saying when and where to, if the file it had was moved aside for failing its hash)."""
     name = exact(name, settings)
     found = stored_file(name, settings, strict=True)
     if found is None:
         entry = registry.get(name)
+        set_aside = weights.store(settings).set_aside(entry.name)
+        if set_aside is not None:  # say what happened to the file this store had, not just that it is missing
+            raise set_aside
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "
                                       f"{weights.how_to_get(entry.name)}")
     return found

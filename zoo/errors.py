@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterable
 from pathlib import PurePath
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")  # an absolute path on the server
+# an absolute path on the server, without the full stop of a sentence that ends with it
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?(?<!\.)")
 
 
 def without_paths(text: str) -> str:

@@ -128,6 +128,13 @@ def cached_file(entry: ModelEntry, settings: Settings) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def cached_at(remote: RemoteFile, settings: Settings) -> Path | None:
+    """The file `download` would return for `remote` without a request: the cache's copy at its commit, if any."""
+    found = try_to_load_from_cache(remote.repo_id, remote.filename, cache_dir=cache_dir(settings),
+                                   revision=remote.commit or remote.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
 def remote_file(entry: ModelEntry, settings: Settings) -> RemoteFile:
     """Ask the Hub (one HEAD request, no retries) where the file is and what its hash is.
 

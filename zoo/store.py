@@ -250,6 +250,29 @@ class Store:
             f"{aside}. Fetch or import them again."
         )
 
+    def set_aside(self, name: str) -> WeightsCorruptError | None:
+        """Why `name` has a record but no file, when that file was moved aside for failing its hash (`checked`,
+        `verify`): the error saying when and where to, for every later use to raise or pass on; else None.
+
+        Without it, every use after the first said only that the weights were not here.
+        """
+        rec = self.record(name)
+        if rec is None or self.path_of(rec).exists():
+            return None
+        shape = re.compile(rf"{re.escape(name)}-(\d+)-{rec.sha256[:12]}\.safetensors")
+        try:
+            copies = [(int(m[1]), p) for p in (self.root / QUARANTINE).iterdir() if (m := shape.fullmatch(p.name))]
+        except OSError:
+            return None
+        if not copies:
+            return None
+        ns, newest = max(copies)
+        when = datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return WeightsCorruptError(
+            f"The stored weights of {name} failed their SHA-256 check on {when} (they had changed on disk) and "
+            f"were moved to {newest}. Fetch or import them again."
+        )
+
     def _remember(self, rec: Record, ident: integrity.Identity) -> None:
         """Write the identity a re-hash vouched for into the record, so a restart need not hash again."""
         try:
@@ -262,7 +285,7 @@ class Store:
 
     def _quarantine(self, path: Path, name: str, expected: str, actual: str) -> str:
         """Move a file whose bytes are not its hash aside, with a note beside it; says where (or why it could not)."""
-        aside = self.root / QUARANTINE / f"{name}-{time.time_ns()}-{path.name[:12]}.safetensors"
+        aside = self.root / QUARANTINE / f"{name}-{time.time_ns()}-{expected[:12]}.safetensors"
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         note = (
             f"{aside.name} was moved here from the ResNet Zoo store on {when}: it was the stored file of {name}, "

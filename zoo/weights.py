@@ -92,6 +92,7 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
                 return st.put(entry.name, cached, record, link=True)
         try:
             remote = hub.remote_file(entry, settings)
+            _evict_if_damaged(hub.cached_at(remote, settings), remote.etag)
             path = hub.download(remote, settings, progress)
         except WeightsUnavailableError as exc:
             if corrupt is not None:  # say first what happened to the file this store had
@@ -129,12 +130,27 @@ def _writing(st: Store, name: str, what: str, corrupt: WeightsCorruptError | Non
 
 def _stored(st: Store, name: str) -> tuple[Path | None, WeightsCorruptError | None]:
     """(path, None) of `name`'s stored file if its bytes are the recorded ones; (None, why) when they changed
-    on disk (the file was moved aside, so it is fetched again); (None, None) when it is not stored."""
+    on disk now or earlier (the file was moved aside, so it is fetched again); (None, None) when it is not stored."""
     try:
         found = st.checked(name)
     except WeightsCorruptError as exc:
         return None, exc
-    return (found.path if found else None), None
+    return (found.path, None) if found else (None, st.set_aside(name))
+
+
+def _evict_if_damaged(cached: Path | None, etag: str | None) -> None:
+    """Evict the cache's copy at the commit about to be downloaded if its bytes are not the Hub's.
+
+    `hf_hub_download` returns such a copy without reading it. The store's blob may be the same file (a hard
+    link): when that blob changed on disk and was moved aside, its damaged twin stayed here, and the download
+    meant to replace it returned it again, refused as "the mirror serves a corrupt file".
+    """
+    if cached is None:
+        return
+    try:
+        _verified_sha256(cached, etag, "the cached copy")
+    except WeightsIntegrityError:
+        hub.evict(cached)
 
 
 def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:
