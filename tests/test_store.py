@@ -284,3 +284,21 @@ def test_tidying_leaves_the_stores_own_folders_even_empty_and_no_tag_takes_their
     for name in ("runs", "degradation", "blobs"):  # (imports take registry tags; the store refuses these too)
         with pytest.raises(InvalidArgumentError, match="weight store's own folders"):
             st.folder(name)
+
+
+def test_a_file_changed_between_its_check_and_its_read_is_not_loaded(resnet18_file, monkeypatch):
+    """The store checks a file, and the model reads it after: bytes written in between were loaded unchecked."""
+    from zoo import checkpoint, models
+
+    path = weights.import_file(resnet18_file, TAG)
+    read = checkpoint.read_tensors
+
+    def read_then_changed(p):
+        tensors = read(p)
+        flip_last_byte(Path(p))  # as if written just before the read: what was read is not what was checked
+        return tensors
+
+    monkeypatch.setattr(checkpoint, "read_tensors", read_then_changed)
+    with pytest.raises(WeightsCorruptError, match=f"{TAG} changed on disk"):
+        models.create_model(TAG, device="cpu")
+    assert not path.exists() and weights.store().set_aside(TAG) is not None

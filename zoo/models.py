@@ -72,6 +72,7 @@ def create_model(
         path = weights.resolve(entry.name, progress=progress, settings=settings)
         model = build_meta(entry.arch, num_classes=entry.num_classes)
         tensors, _ = checkpoint.load_checked(path, checkpoint.expected_tensors(model), f"{entry.name} ({path})")
+        weights.still_verified(entry.name, path, settings)  # what was read is what was checked
         model.load_state_dict(tensors, strict=True, assign=True)
         left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
         if left:

@@ -111,6 +111,21 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
         return st.put(entry.name, path, record, link=True)
 
 
+def still_verified(name: str, path: Path, settings: Settings | None = None) -> None:
+    """After reading `path`, `resolve`'s answer for `name`: that it was not changed or replaced while it was read.
+
+    `resolve` checks the file, and the read comes after: bytes written between the two would be loaded
+    unchecked. Free when the file's identity is still the one checked (one stat); a hash otherwise.
+
+    Raises:
+        WeightsCorruptError: it changed (moved aside where its bytes are no longer its hash); read it again.
+    """
+    found = store(settings).checked(name)
+    if found is None or found.path != path:
+        raise WeightsCorruptError(f"The stored weights of {name} were replaced or removed while they were read; "
+                                  "nothing read was used. Try again.")
+
+
 @contextlib.contextmanager
 def _writing(st: Store, name: str, what: str, corrupt: WeightsCorruptError | None = None) -> Iterator[None]:
     """Hold `name`'s writer lock; a store that cannot be written is one StoreError (or, when the file it has

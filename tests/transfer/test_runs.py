@@ -49,3 +49,25 @@ def test_a_run_reloads_in_a_new_process_and_is_listed_and_downloadable(stored, d
         header = client.get(f"/api/models/{result.run_id}/header").json()
         assert json.loads(header["metadata"]["zoo.class_names"]) == digits.classes
     assert runs.delete(result.run_id) and not runs.exists(result.run_id)
+
+
+def test_a_run_file_changed_between_its_check_and_its_read_is_not_loaded(stored, digits, monkeypatch):
+    """The run's file is checked, and read after: bytes written in between were loaded unchecked."""
+    from zoo import checkpoint
+    from zoo.errors import WeightsCorruptError
+
+    result = lab.train(digits, TAG, "linear", FitConfig(epochs=1), size=32)
+    read = checkpoint.read_tensors
+
+    def read_then_changed(path):
+        tensors = read(path)
+        with open(path, "r+b") as f:  # as if written just before the read
+            f.seek(-1, 2)
+            last = f.read(1)
+            f.seek(-1, 2)
+            f.write(bytes([last[0] ^ 0x01]))
+        return tensors
+
+    monkeypatch.setattr(checkpoint, "read_tensors", read_then_changed)
+    with pytest.raises(WeightsCorruptError, match=f"run {result.run_id} changed on disk"):
+        runs.load_model(result.run_id)

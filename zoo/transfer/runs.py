@@ -233,6 +233,10 @@ def load_model(run_id: str, settings: Settings | None = None) -> tuple[Transfer,
     classes = json.loads(meta["zoo.class_names"])
     model = Transfer(architecture.build_meta(entry.arch), meta["zoo.strategy"], len(classes))
     tensors, _ = checkpoint.load_checked(path, checkpoint.expected_tensors(model), f"run {run_id}")
+    if not integrity.same(path, found.ident):  # written while it was read: what was read is not what was checked
+        checked(run_id, settings)  # says how, if its bytes are no longer its hash
+        raise WeightsCorruptError(f"The model of run {run_id} was replaced while it was read; nothing read was "
+                                  "used. Try again.")
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval(), record
 
