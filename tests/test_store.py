@@ -82,6 +82,7 @@ def test_a_file_changed_in_place_is_never_served_or_loaded(resnet18_file):
     assert catalog.card_for(TAG)["local"] is False and catalog.card_for(TAG)["weights"]["local"] is False
     ok, message = st.verify(TAG)
     assert not ok and message.startswith("MISSING") and f"import {TAG} again" in message
+    assert "failed their SHA-256 check" in message and ".corrupt" in message  # was: "not in the store" only
 
 
 def test_a_truncated_file_is_named_by_its_sizes_and_its_quarantine_is_logged(resnet18_file, caplog):
@@ -302,3 +303,18 @@ def test_a_file_changed_between_its_check_and_its_read_is_not_loaded(resnet18_fi
     with pytest.raises(WeightsCorruptError, match=f"{TAG} changed on disk"):
         models.create_model(TAG, device="cpu")
     assert not path.exists() and weights.store().set_aside(TAG) is not None
+
+
+def test_an_unreadable_record_keeps_every_blob_and_verify_names_it(resnet18_file, caplog):
+    """A typo in a hand-edited record.json made its tag unlisted, and the next `verify` deleted its blob."""
+    path = weights.import_file(resnet18_file, TAG)
+    st = weights.store()
+    record = st.folder(TAG) / "record.json"
+    record.write_text(record.read_text().replace('"source":', '"source":,'))
+    with caplog.at_level("WARNING", logger="zoo.store"):
+        ok, message = st.verify(TAG)
+        st.tidy()
+    assert not ok and message.startswith("UNREADABLE: record.json is not valid JSON") and f"zoo rm {TAG}" in message
+    assert path.is_file() and any("kept every blob" in r.getMessage() for r in caplog.records)
+    assert st.unreadable_records() == [(TAG, message.removeprefix("UNREADABLE: ").split(";")[0])]
+    assert st.remove(TAG) and not path.exists()  # removed on purpose: collected with it

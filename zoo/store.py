@@ -114,6 +114,31 @@ class Store:
         recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if is_tag_folder(p))
         return [r for r in recs if r is not None]
 
+    def unreadable_records(self) -> list[tuple[str, str]]:
+        """(tag, why) for each tag folder whose record file is there but cannot be used (unreadable, not JSON,
+        or not a record of that tag). Such a tag is not listed as stored, and no blob is collected while one is
+        left: a typo in a hand-edited record.json deleted its 100 MB blob on the next `verify`."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for sub in sorted(self.root.iterdir()):
+            if not is_tag_folder(sub) or self.record(sub.name) is not None:
+                continue
+            try:
+                text = (sub / RECORD_FILE).read_text()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                out.append((sub.name, f"{RECORD_FILE} cannot be read: {exc.strerror or exc}"))
+                continue
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                out.append((sub.name, f"{RECORD_FILE} is not valid JSON ({exc})"))
+            else:
+                out.append((sub.name, f"{RECORD_FILE} is not a record of {sub.name}"))
+        return out
+
     def state(self) -> tuple[str, str]:
         """("writable" | "read-only" | "unusable", why): a read-only store still serves what it holds."""
         try:
@@ -221,6 +246,10 @@ class Store:
         blobs = self.root / BLOBS
         if not blobs.is_dir():
             return
+        unreadable = self.unreadable_records()
+        if unreadable:  # the blob such a record names cannot be told apart from garbage: keep every one
+            log.warning("kept every blob: the record of %s cannot be read (%s)", unreadable[0][0], unreadable[0][1])
+            return
         named = {r.sha256 for r in self.records()}
         for path in blobs.iterdir():
             if SHA256.fullmatch(path.name) and path.name not in named:
@@ -315,9 +344,17 @@ class Store:
         self.tidy()
         rec = self.record(name)
         if rec is None:
+            why = dict(self.unreadable_records()).get(name)
+            if why is not None:
+                return False, (f"UNREADABLE: {why}; no stored file is deleted while it is so. Fix the record, or "
+                               f"`python -m zoo rm {name}` and import the file again")
             return False, "no record (not stored)"
         path = self.path_of(rec)
         if not path.is_file():
+            aside = self.set_aside(name)
+            if aside is not None:
+                return False, f"MISSING: {str(aside).removesuffix(' Fetch or import them again.')} Fetch or " \
+                              f"import {name} again"
             return False, (
                 f"MISSING: the record names sha256 {rec.sha256[:12]} but that file is not in the store; "
                 f"fetch or import {name} again"

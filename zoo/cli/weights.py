@@ -59,7 +59,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from zoo import weights
 
     st = weights.store()
-    names = _names(args) if args.names else [r.name for r in st.records()]
+    names = _names(args) if args.names else sorted({r.name for r in st.records()} |
+                                                  {name for name, _ in st.unreadable_records()})
     if not names:
         print(f"no weights in {st.root}")
         return 0
