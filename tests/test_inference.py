@@ -214,3 +214,14 @@ def test_the_onnx_check_rejects_a_runner_that_disagrees_with_eager(stored):
 
     with pytest.raises(backends.FastPathError, match="differs from eager"):
         backends.check_against_eager(Off(), model, 64)
+
+
+def test_a_failed_export_child_is_explained_once():
+    from zoo import backends
+
+    last = ("zoo.errors.FastPathError: ONNX export failed (OSError: [Errno 28] No space left on device); "
+            "serving with eager PyTorch instead.")
+    assert backends._child_error(["Traceback (most recent call last):", last], 1) == \
+        "OSError: [Errno 28] No space left on device"  # was the whole line, "serving with eager" said twice
+    assert backends._child_error(["RuntimeError: boom"], 1) == "RuntimeError: boom"
+    assert backends._child_error([], -9) == "exit status -9"

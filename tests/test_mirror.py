@@ -236,3 +236,28 @@ def test_hf_hub_download_waits_out_a_429_for_too_many_downloads(live_zoo, resnet
         slow.close()
         monkeypatch.delenv("ZOO_MAX_DOWNLOADS")
         get_settings.cache_clear()
+
+
+def test_a_small_files_copy_is_checked_written_again_and_kept_elsewhere_if_it_must(live_zoo):
+    """Found by an adversarial pass: an edit that kept the copy's size was served under the old ETag (a range)
+    or broken off for good (the whole file), and a store that could not be written answered every mirror
+    request, the weights' too, with a bare 500."""
+    import shutil
+
+    import httpx
+
+    url = f"{live_zoo.url}/{REPO}/resolve/main/config.json"
+    data = httpx.get(url).raise_for_status().content
+    copy = mirror.file_at(REPO, "main", "config.json")[1].path
+    at = data.index(b'"') + 1
+    copy.write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])  # the same size
+    for headers in ({"Range": "bytes=0-40"}, {}):
+        r = httpx.get(url, headers=headers)
+        assert r.status_code in (200, 206) and r.content == data[:len(r.content)] and len(r.content) > 40
+    assert copy.read_bytes() == data  # written again
+    shutil.rmtree(copy.parent)
+    copy.parent.write_bytes(b"")  # the cache cannot be written (as on a read-only or full disk)
+    r = httpx.get(url)
+    assert r.status_code == 200 and r.content == data
+    assert mirror.file_at(REPO, "main", "config.json")[1].path.parent != copy.parent  # kept elsewhere
+    assert httpx.get(f"{live_zoo.url}/{REPO}/resolve/main/model.safetensors").status_code == 200

@@ -22,6 +22,8 @@ def test_scrub_drops_server_paths_and_cli_sentences_but_keeps_file_names():
     # a sentence that ends with a path keeps its full stop outside the name (was "`x.safetensors.`")
     assert feedback.scrub("They were moved to /srv/zoo/.corrupt/x-1-ab.safetensors. Fetch them again.") == (
         "They were moved to `x-1-ab.safetensors`. Fetch them again.")
+    assert feedback.scrub("They were left in place (/srv/zoo/weights is not writable here).") == (
+        "They were left in place (`weights/` is not writable here).")  # was "( is not writable here)"
 
 
 def test_unknown_model_suggests_close_names():

@@ -181,9 +181,19 @@ def export_in_subprocess(name: str, path: Path, size: int, weights_dir: Path, ti
     finally:
         lock.release()
     if code != 0 or not path.exists():
-        raise FastPathError(f"ONNX export of {name} failed ({lines[-1][:200] if lines else code}); "
-                            "serving with eager PyTorch.")
+        raise FastPathError(f"ONNX export of {name} failed ({_child_error(lines, code)}); serving with eager PyTorch.")
     return path
+
+
+def _child_error(lines: list[str], code: int) -> str:
+    """Why an export child failed, from the last line of its stderr, without what the parent says again (the
+    child's own FastPathError gave "...serving with eager PyTorch instead.); serving with eager PyTorch.")."""
+    if not lines:
+        return f"exit status {code}"
+    why = lines[-1].removeprefix(f"{FastPathError.__module__}.FastPathError: ")
+    if why.startswith("ONNX export failed (") and why.endswith("); serving with eager PyTorch instead."):
+        why = why.removeprefix("ONNX export failed (").removesuffix("); serving with eager PyTorch instead.")
+    return why[:200]
 
 
 def _supervise(child: subprocess.Popen, name: str, timeout_s: float, pause: Callable[[], bool],

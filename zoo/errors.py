@@ -12,9 +12,15 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?(?<!\.)")
 
 
 def without_paths(text: str) -> str:
-    """`text` with every absolute server path replaced by its file name in backticks (a folder's path goes): what
-    a remote client or a page visitor may read. The server's log keeps the whole message."""
-    return _PATH.sub(lambda m: f"`{PurePath(m.group(0)).name}`" if "." in PurePath(m.group(0)).name else "", text)
+    """`text` with every absolute server path replaced by its last name in backticks (a folder's with a slash):
+    what a remote client or a page visitor may read. The server's log keeps the whole message. (A folder's path
+    used to go without a trace: "and were left in place ( is not writable here".)"""
+
+    def name(m: re.Match) -> str:
+        last = PurePath(m.group(0)).name
+        return f"`{last}`" if "." in last or not last else f"`{last}/`"
+
+    return _PATH.sub(name, text)
 
 
 class ZooError(Exception):

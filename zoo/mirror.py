@@ -15,13 +15,13 @@ import math
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from zoo import catalog, checkpoint, hubfiles, paths, registry, resolver, weights
-from zoo.errors import EntryNotFoundError, RepoNotFoundError, RevisionNotFoundError, close_matches
+from zoo import catalog, checkpoint, durable, hubfiles, integrity, paths, registry, resolver, weights
+from zoo.errors import EntryNotFoundError, RepoNotFoundError, RevisionNotFoundError, StoreError, close_matches
 from zoo.settings import Settings, get_settings
 from zoo.transfer import export, runs
 
@@ -51,6 +51,7 @@ class RepoFile:
     mtime: float
     lfs: bool  # stored with Git LFS on the Hub (the weights)
     blob_id: str  # the git blob id: of the LFS pointer for LFS files, of the bytes otherwise (as on the Hub)
+    data: bytes | None = field(default=None, repr=False, compare=False)  # a small file's bytes, to write it again
 
     @property
     def filename(self) -> str:
@@ -88,20 +89,37 @@ class Repo:
 
 
 def _cached_blob(data: bytes, weights_dir: Path) -> tuple[Path, str]:
-    """(path, sha256) of `data` in the store's content-addressed cache, written atomically if missing."""
+    """(path, sha256) of a copy of `data` on disk that holds those bytes now, written again (durably) if it is
+    missing or changed. In the store's cache; where that cannot be written (a read-only mirror, a full disk), in
+    this process's own folder under the system's temp folder.
+
+    Before, the copy was checked by its size alone: an edit that kept the size was served under the old ETag
+    (ranges) or broken off for good (whole files), and a store that could not be written answered every mirror
+    request, the weights' too, with a bare 500.
+
+    Raises:
+        StoreError: neither folder can be written.
+    """
     sha = hashlib.sha256(data).hexdigest()
-    folder = paths.hub_cache(weights_dir)
-    path = folder / sha
-    if not path.is_file() or path.stat().st_size != len(data):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=folder)
+    failed: list[tuple[Path, OSError]] = []
+    for folder in (paths.hub_cache(weights_dir), Path(tempfile.gettempdir()) / f"zoo-mirror-{os.getuid()}"):
+        path = folder / sha
+        verdict = integrity.check(path, sha, len(data))  # one stat while the copy is the one last checked
+        if verdict is not None and verdict.checked is not None:
+            return path, sha
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path, sha
+            folder.mkdir(parents=True, exist_ok=True)
+            with durable.TempFile(folder, "blob") as tmp:
+                with open(tmp.fd, "wb", closefd=False) as f:
+                    f.write(data)
+                tmp.commit(path)
+        except OSError as exc:
+            failed.append((folder, exc))
+            continue
+        integrity.forget(path)
+        return path, sha
+    raise StoreError("Cannot keep a copy of the mirror's small files: "
+                     + "; ".join(durable.why(exc, folder) for folder, exc in failed) + ".")
 
 
 def _parameters(path: Path) -> dict[str, int]:
@@ -120,8 +138,9 @@ def _files(weights_file: tuple[str, int, str, float], small: tuple[tuple[str, by
     path, size, sha256, mtime = weights_file
     files = [RepoFile("model.safetensors", Path(path), size, sha256, mtime, True, git_blob_id(_pointer(sha256, size)))]
     for rfilename, data in small:
-        blob, sha = _cached_blob(data, weights_dir)
-        files.append(RepoFile(rfilename, blob, len(data), sha, mtime, False, git_blob_id(data)))
+        sha = hashlib.sha256(data).hexdigest()
+        blob = paths.hub_cache(weights_dir) / sha  # where its copy goes: written (and checked) when it is sent
+        files.append(RepoFile(rfilename, blob, len(data), sha, mtime, False, git_blob_id(data), data))
     files.sort(key=lambda f: f.rfilename)
     commit = hashlib.sha1("".join(f"{f.rfilename} {f.blob_id}\n" for f in files).encode()).hexdigest()
     return tuple(files), commit, _parameters(Path(path))
@@ -240,7 +259,6 @@ def file_at(repo_id: str, revision: str, path: str, settings: Settings | None = 
         raise EntryNotFoundError(f"{repo_id} has no file {path[:200]!r}; it has {names}. {why}".strip(),
                                  suggestions=close_matches(path, [x.rfilename for x in found.files]),
                                  commit=found.commit)
-    if not f.path.is_file():  # the generated files' cache was cleared since: build the repo again
-        _files.cache_clear()
-        f = at(repo_id, revision, settings).file(path) or f
+    if f.data is not None:  # a small file: its copy checked, and written again if it changed or went
+        f = replace(f, path=_cached_blob(f.data, settings.weights_dir)[0])
     return found, f

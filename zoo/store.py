@@ -25,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from zoo import durable, integrity, storemigrate
+from zoo import durable, integrity, paths, storemigrate
 from zoo.checkpoint import HASH_CHUNK, sha256_file
 from zoo.errors import InvalidArgumentError, WeightsCorruptError, WeightsIntegrityError
 from zoo.paths import BLOBS, NAME, QUARANTINE, RECORD_FILE, RESERVED, WEIGHTS_FILE, is_tag_folder
@@ -232,6 +232,7 @@ class Store:
                     log.warning("%s", note)
                 durable.sweep(self.root / BLOBS)
                 durable.sweep(self.root / "runs")
+                durable.sweep(paths.hub_cache(self.root))  # the mirror's copies of small files (zoo.mirror)
                 for sub in self.root.iterdir():  # never runs/ or the others: a writer may have just made one
                     if is_tag_folder(sub):
                         durable.sweep(sub)
