@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from zoo import checkpoint, weights
 from zoo.architecture import build_meta
 from zoo.errors import WeightsIntegrityError, WeightsMismatchError
+from zoo.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,21 @@ def test_file_hashes_match_sha256_and_git_object_ids(tmp_path):
     assert sha256 == hashlib.sha256(p.read_bytes()).hexdigest() == checkpoint.sha256_file(p)
     assert sha1 == subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True).stdout.strip()
     assert checkpoint.file_hashes(p)[1] is None
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes the metadata's keys in a random order per process: one `.pth` converted twice gave two
+    SHA-256s, and with them two ETags (found by an adversarial pass)."""
+    script = ("import sys, torch; from pathlib import Path; from zoo import checkpoint\n"
+              "checkpoint.save_atomic({'w': torch.arange(6.0), 'b': torch.ones(2)}, Path(sys.argv[1]),\n"
+              "    {k: str(i) for i, k in enumerate(['zoo.b', 'format', 'zoo.a', 'x', 'zoo.c', 'y', 'z'])})\n")
+    outs = []
+    for i in range(4):
+        out = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, cwd=REPO_ROOT, timeout=120)
+        outs.append(out.read_bytes())
+    assert len(set(outs)) == 1
+    n = int.from_bytes(outs[0][:8], "little")
+    meta = json.loads(outs[0][8:8 + n])["__metadata__"]  # json keeps the file's order
+    assert list(meta) == sorted(meta) and meta["zoo.c"] == "4"
+    assert torch.equal(checkpoint.read_tensors(tmp_path / "0.safetensors")["w"], torch.arange(6.0))

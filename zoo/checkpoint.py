@@ -228,9 +228,24 @@ def save_atomic(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mappi
 def write_to(tmp: durable.TempFile, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> None:
     """Serialise into a locked temp file through its own descriptor (safetensors' `save_file` would replace
     the file, and with it the lock that tells sweepers its writer is alive)."""
-    data = save(dict(tensors), metadata=dict(metadata or {}))
+    data = _metadata_sorted(save(dict(tensors), metadata=dict(metadata or {})))
     with open(tmp.fd, "wb", closefd=False) as f:
         f.write(data)
+
+
+def _metadata_sorted(data: bytes) -> bytes:
+    """`data` (a serialised safetensors file) with its metadata's keys in sorted order, so the same tensors and
+    metadata always give the same bytes: safetensors writes them in a random order per process, and converting
+    one `.pth` twice gave two SHA-256s (ETags). The header keeps its length (its padding takes up any slack)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n], object_pairs_hook=dict)
+    if not isinstance(header.get("__metadata__"), dict):
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # not safetensors' own compact form: leave it as it is
+        return data
+    return data[:8] + text.ljust(n) + data[8 + n:]
 
 
 def file_hashes(path: Path, *, git_sha1: bool = False) -> tuple[str, str | None]:
