@@ -289,3 +289,16 @@ def test_the_api_guide_lists_the_rest_routes():
         assert f"`{path}`" in text
     assert "HF_ENDPOINT" in text and 'hf_hub_download("timm/' in text and 'snapshot_download("timm/' in text
     assert REPO_ROOT.exists()
+
+
+def test_weights_behind_a_symlinked_folder_are_refused_saying_why_and_not_counted(client, stored, tmp_path):
+    """blobs/ moved to a bigger disk and linked back: /readyz counted the tag, and the download said only that
+    the weights were not on this server (found by an adversarial pass)."""
+    blobs = weights.store().root / "blobs"
+    elsewhere = tmp_path / "bigger-disk"
+    blobs.rename(elsewhere)
+    blobs.symlink_to(elsewhere)
+    r = client.get(URL)
+    assert r.status_code == 404 and "symbolic link" in r.json()["error"]["message"]
+    assert str(elsewhere) not in r.json()["error"]["message"]
+    assert client.get("/readyz").json()["local_weights"] == 0

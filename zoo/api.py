@@ -43,8 +43,9 @@ def healthz() -> dict[str, str]:
 
 def _local_weights(store) -> int:
     """Tags whose file is in the store (one stat each, no hashing): a record whose file was moved aside for
-    changing on disk does not count, as the catalog's `local` does not list it."""
-    return sum(1 for rec in store.records() if store.path_of(rec).is_file())
+    changing on disk does not count, as the catalog's `local` does not list it, nor one reached through a
+    symbolic link, which is not served."""
+    return sum(1 for rec in store.records() if catalog.safe_file(store.path_of(rec), store.root, rec.size))
 
 
 @router.get("/readyz", summary="Readiness: the store can be read (a read-only store is a read-only mirror); "

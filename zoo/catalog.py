@@ -188,9 +188,16 @@ def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
     found = stored_file(name, settings, strict=True)
     if found is None:
         entry = registry.get(name)
-        set_aside = weights.store(settings).set_aside(entry.name)
+        st = weights.store(settings)
+        set_aside = st.set_aside(entry.name)
         if set_aside is not None:  # say what happened to the file this store had, not just that it is missing
             raise set_aside
+        record = st.record(entry.name)
+        if record is not None and st.path_of(record).is_file():  # there, but refused by `safe_file`
+            raise WeightsUnavailableError(
+                f"The weights of {entry.name} are in the store, but reached through a symbolic link (or outside "
+                "its folders), and this server serves no file that way: a link can lead anywhere on the machine. "
+                "Set ZOO_WEIGHTS_DIR to the real folder, or move the files back into it.")
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "
                                       f"{weights.how_to_get(entry.name)}")
     return found
