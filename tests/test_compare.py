@@ -174,3 +174,12 @@ def test_colormap_runs_dark_to_bright():
     cm = explain.colormap(np.linspace(0, 1, 5))
     brightness = cm.astype(int).sum(1)
     assert list(brightness) == sorted(brightness) and tuple(cm[0]) == (0, 0, 4)
+
+
+def test_a_comparison_says_which_step_it_is_on(engine):
+    """The UI showed "Loading <last model> 80%" for the ~30 s the first passes and timings took."""
+    steps = []
+    compare.compare(corpus.encode(corpus.scene(64, 64), "PNG"), TAGS[:2], engine=engine, warm_runs=1,
+                    progress=lambda done, total, what: steps.append((done, total, what)))
+    assert steps == [(0, 2, "First pass of 2 models"), (0, 2, f"Timing {TAGS[0]} (1 pass)"),
+                     (1, 2, f"Timing {TAGS[1]} (1 pass)")]

@@ -38,8 +38,26 @@ def test_missing_weights_say_what_a_visitor_can_do_offline_and_online(monkeypatc
     online = feedback.sentence(exc, model="resnet50")
     assert "resnet50.a1_in1k" in online and "Try again" in online and "/srv" not in online
     hub.reachability.down("test")
-    offline = feedback.sentence(exc, model="resnet50")
-    assert "cannot be reached" in offline and "not downloaded" in offline
+    alone = feedback.sentence(exc, model="resnet50")  # not one model here: none to pick instead
+    assert "no other model's are either" in alone and "import weight files" in alone and "not downloaded" not in alone
+
+
+def test_missing_weights_offline_point_to_the_models_that_are_here(resnet18_file):
+    from zoo import weights
+
+    weights.import_file(resnet18_file, "resnet18.a1_in1k")
+    hub.reachability.down("test")
+    offline = feedback.sentence(WeightsUnavailableError("Weights for resnet50.a1_in1k are not here."),
+                                model="resnet50")
+    assert "cannot be reached" in offline and 'Pick a model not marked "not downloaded"' in offline
+
+
+def test_missing_weights_name_their_model_and_other_missing_things_keep_their_words():
+    several = WeightsUnavailableError("Weights for resnet34.a1_in1k are not here.", model="resnet34.a1_in1k")
+    assert "resnet34.a1_in1k" in feedback.sentence(several)  # was "The weights of this model" (Compare, the lab)
+    cifar = WeightsUnavailableError("CIFAR-10 comes from the Hub dataset uoft-cs/cifar10; with no Hub here, use "
+                                    "the built-in digits or a zip of class folders.")
+    assert feedback.sentence(cifar).startswith("CIFAR-10 comes from")  # was about a model's weights
 
 
 @pytest.mark.parametrize(

@@ -197,9 +197,9 @@ def require_stored(name: str, settings: Settings | None = None) -> StoredFile:
             raise WeightsUnavailableError(
                 f"The weights of {entry.name} are in the store, but reached through a symbolic link (or outside "
                 "its folders), and this server serves no file that way: a link can lead anywhere on the machine. "
-                "Set ZOO_WEIGHTS_DIR to the real folder, or move the files back into it.")
+                "Set ZOO_WEIGHTS_DIR to the real folder, or move the files back into it.", model=entry.name)
         raise WeightsUnavailableError(f"The weights of {entry.name} are not on this server. "
-                                      f"{weights.how_to_get(entry.name)}")
+                                      f"{weights.how_to_get(entry.name)}", model=entry.name)
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -91,11 +92,13 @@ def agreement(preds: list[Prediction]) -> Agreement:
 
 
 def compare(image: images.Source, tags: list[str] | None = None, *, engine: Engine | None = None,
-            top_k: int = 5, device: str | torch.device | None = None, warm_runs: int = WARM_RUNS) -> Comparison:
+            top_k: int = 5, device: str | torch.device | None = None, warm_runs: int = WARM_RUNS,
+            progress: Callable[[int, int, str], None] | None = None) -> Comparison:
     """One image through `tags` (default: `default_tags()`), each as a batch of one, timed on this device.
 
     Each model's first pass is kept apart (`Row.first_ms`: on a fresh process it includes one-off set-up and
     says nothing about the architecture); `warm_runs` more passes on the same batch give the latency reported.
+    `progress(done, total, what)` is told of each step (the first passes of all models, then each one's timing).
 
     Raises:
         InvalidImageError, UnknownModelError, InvalidArgumentError, WeightsUnavailableError, ...
@@ -103,11 +106,17 @@ def compare(image: images.Source, tags: list[str] | None = None, *, engine: Engi
     eng = engine or inference.engine()
     names = [registry.get(t).name for t in (tags or default_tags())]
     names = list(dict.fromkeys(names))  # a tag asked twice is compared once
+    tell = progress or (lambda done, total, what: None)
+    tell(0, len(names), f"First pass of {len(names)} model{'s' if len(names) > 1 else ''}")
     preds = eng.classify([image], names, top_k=max(top_k, 5), device=device)[0]  # checks and names the image
     entries = [registry.get(p.model) for p in preds]
     decoded = images.decode(image, min_side=images.draft_side([images.preprocessing(e) for e in entries])) \
         if warm_runs > 0 else None
-    rows = [Row(e, p, _warm(eng, e, decoded, warm_runs, device)) for e, p in zip(entries, preds, strict=True)]
+    rows = []
+    for i, (e, p) in enumerate(zip(entries, preds, strict=True)):
+        if warm_runs > 0:
+            tell(i, len(entries), f"Timing {e.name} ({warm_runs} pass{'es' if warm_runs > 1 else ''})")
+        rows.append(Row(e, p, _warm(eng, e, decoded, warm_runs, device)))
     return Comparison(rows, agreement(preds))
 
 

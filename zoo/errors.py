@@ -64,7 +64,14 @@ class InvalidArgumentError(ZooError, ValueError):
 
 
 class WeightsUnavailableError(ZooError, FileNotFoundError):
-    """The weights of a model are not local and cannot be fetched now; the message says how to get them."""
+    """The weights of a model are not local and cannot be fetched now; the message says how to get them.
+
+    `model`: the tag whose weights are missing, where one is (the UI names it; a dataset or a run is not one).
+    """
+
+    def __init__(self, *args: object, model: str | None = None):
+        super().__init__(*args)
+        self.model = model
 
 
 class WeightsIntegrityError(ZooError, ValueError):

@@ -100,7 +100,8 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
                 raise WeightsCorruptError(f"{said} Fetching them again failed: {exc}. {how_to_get(entry.name)}") \
                     from None
             raise WeightsUnavailableError(
-                f"Weights for {entry.name} are not in the local store ({st.root}) and {exc}. {how_to_get(entry.name)}"
+                f"Weights for {entry.name} are not in the local store ({st.root}) and {exc}. {how_to_get(entry.name)}",
+                model=entry.name,
             ) from None
         try:
             sha = _verified_sha256(path, remote.etag, f"{entry.name} from {remote.repo_id}")

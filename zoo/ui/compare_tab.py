@@ -24,7 +24,8 @@ def compare_depths(image: str | None, models: list[str] | None, progress: gr.Pro
     tags = models or compare.default_tags()
     path = _image(image)
     ready(tags, progress)
-    cmp = compare.compare(path, tags)
+    cmp = compare.compare(path, tags, progress=lambda done, total, what: progress((done, total), desc=what,
+                                                                                 unit="models"))
     cost, speed = views.scatter_frames(cmp)
     return views.comparison_table(cmp), views.agreement(cmp), cost, speed
 

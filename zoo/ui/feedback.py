@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from zoo import hub, registry
+from zoo import hub, registry, weights
 from zoo.errors import (
     InvalidArgumentError,
     InvalidImageError,
@@ -54,7 +54,14 @@ def scrub(text: str) -> str:
 def weights_missing(name: str) -> str:
     """Why a model's weights cannot be used here, in words a visitor of a Space can act on."""
     settings = get_settings()
-    if settings.hf_offline or hub.reachability.is_down:
+    offline = settings.hf_offline or hub.reachability.is_down
+    if offline and not weights.store(settings).records():  # no model to pick instead: say who can help
+        return (
+            f"The weights of {name} are not on this server, and no other model's are either: the Hugging Face "
+            "Hub cannot be reached from here to download them. Whoever runs this server can import weight files "
+            '(the README\'s "Weights" section); Why residual?, Architecture and Model zoo work without them.'
+        )
+    if offline:
         return (
             f"The weights of {name} are not on this server, and the Hugging Face Hub cannot be reached from "
             'here, so they cannot be downloaded now. Pick a model not marked "not downloaded", or try again '
@@ -72,7 +79,10 @@ def sentence(exc: BaseException, *, file: str | None = None, model: str | None =
         hint = f" Did you mean {', '.join(exc.suggestions)}?" if exc.suggestions else ""
         return f"There is no model called {exc.name!r} in this zoo.{hint} Pick one from the list."
     if isinstance(exc, WeightsUnavailableError):
-        return weights_missing(_model_name(model))
+        name = getattr(exc, "model", None) or model
+        if name is None:  # not a model's weights (a dataset, a run): its own words
+            return scrub(str(exc))
+        return weights_missing(_model_name(name))
     if isinstance(exc, InvalidImageError):
         if not file:
             return scrub(str(exc))
