@@ -254,7 +254,7 @@ def test_transfer_lab_hides_the_zip_box_shows_progress_apart_and_cancels_within_
     page.locator("#lab-train").click()
     page.locator("#lab-status").get_by_text("Working:").first.wait_for()  # progress in words, in the status line
     page.locator("#lab-status").get_by_text("epoch 2 of", exact=False).wait_for(timeout=120_000)
-    page.wait_for_function("() => document.querySelector('#lab-curves g.mark-line path') !== null")  # live curve
+    page.wait_for_function("() => document.querySelector('#lab-curves svg polyline') !== null")  # live curve
     assert page.locator("#lab-curves .progress-text, #lab-curves .eta-bar").count() == 0  # nothing covers it
     _shot(page, "transfer-live-desktop")
     page.locator("#lab-cancel").click()

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from zoo import accel, inference
+from zoo import accel, inference, svgchart
 from zoo.errors import InvalidArgumentError
 from zoo.transfer import data, grid, lab, quota, runs
 from zoo.transfer.fit import FitConfig
@@ -32,12 +32,16 @@ repeated runs cost almost nothing. Runs are kept under `weights/runs/` and appea
 PALETTE = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 
 
-def _lines(curves: list[dict]) -> Any:
-    """The curves, with a colour per run present: a new colour map makes the browser redraw the chart with
-    the new series (a data update alone keeps the legend of the first draw)."""
-    frame = pd.DataFrame(curves, columns=["epoch", "val accuracy", "train accuracy", "run"])
-    names = list(dict.fromkeys(frame["run"]))
-    return gr.update(value=frame, color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
+def _lines(curves: list[dict], epochs: int | None = None) -> str:
+    """The validation accuracy of each run per epoch, as an SVG chart drawn here (`zoo.svgchart`): gr.LinePlot,
+    updated while the job ran, drew the previous update's series, so the last run never appeared."""
+    runs = list(dict.fromkeys(c["run"] for c in curves))
+    series = [svgchart.Series(run, [c["epoch"] for c in curves if c["run"] == run],
+                              [c["val accuracy"] for c in curves if c["run"] == run], PALETTE[i % len(PALETTE)], False)
+              for i, run in enumerate(runs)]
+    last = max([epochs or 1, *(c["epoch"] for c in curves)])
+    return svgchart.chart(series, title="Validation accuracy per epoch", xlabel="epoch", ylabel="val accuracy (%)",
+                          y_range=(0, 100), x_range=(1, max(last, 2)), integer_x=True)
 
 
 @feedback.to_status(7, at=0, file_arg=1)  # a failure in the status line; the charts and tables keep what they had
@@ -153,8 +157,7 @@ def build_tab(demo: gr.Blocks, classify_model: gr.Dropdown) -> gr.Dropdown:
                 stop = gr.Button("Cancel", variant="stop", elem_id="lab-cancel")
         with gr.Column():
             status = gr.Markdown(label="Status", elem_id="lab-status", elem_classes=["zoo-status"])
-            curves = gr.LinePlot(x="epoch", y="val accuracy", color="run", label="Validation accuracy per epoch",
-                                 x_axis_format="d", y_lim=[0, 100], elem_id="lab-curves")
+            curves = gr.HTML(_lines([]), label="Validation accuracy per epoch", elem_id="lab-curves")
             trade = gr.ScatterPlot(x="train s", y="val top-1", color="strategy", tooltip=["run"],
                                    label="Validation top-1 against training time")
     grid_table = gr.Dataframe(pd.DataFrame(columns=transfer_views.GRID_COLUMNS), label="Comparison (validation split)",
