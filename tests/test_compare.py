@@ -179,7 +179,13 @@ def test_colormap_runs_dark_to_bright():
 def test_a_comparison_says_which_step_it_is_on(engine):
     """The UI showed "Loading <last model> 80%" for the ~30 s the first passes and timings took."""
     steps = []
-    compare.compare(corpus.encode(corpus.scene(64, 64), "PNG"), TAGS[:2], engine=engine, warm_runs=1,
-                    progress=lambda done, total, what: steps.append((done, total, what)))
+    comp = compare.compare(corpus.encode(corpus.scene(64, 64), "PNG"), TAGS[:2], engine=engine, warm_runs=1,
+                           progress=lambda done, total, what: steps.append((done, total, what)))
     assert steps == [(0, 2, "First pass of 2 models"), (0, 2, f"Timing {TAGS[0]} (1 pass)"),
                      (1, 2, f"Timing {TAGS[1]} (1 pass)")]
+    # each row says what ran its timed passes (ONNX Runtime and eager PyTorch latencies sat side by side unnamed)
+    assert [r.backend for r in comp.rows] == [r.warm_backend for r in comp.rows] and comp.rows[0].backend
+    from zoo.ui import views
+
+    assert set(views.comparison_table(comp)["run by"]) <= {"PyTorch", "ONNX Runtime"}
+    assert comp.rows[0].as_dict()["latency_backend"] == comp.rows[0].backend

@@ -29,6 +29,12 @@ class Row:
     entry: ModelEntry
     prediction: Prediction
     warm_ms: tuple[float, ...] = ()  # the passes timed after the first one, on the same batch
+    warm_backend: str | None = None  # what ran them (ONNX Runtime may take over from eager between passes)
+
+    @property
+    def backend(self) -> str:
+        """What ran the passes `latency_ms` reports."""
+        return self.warm_backend or self.prediction.backend
 
     @property
     def first_ms(self) -> float:
@@ -46,7 +52,7 @@ class Row:
                 "params_m": round(e.params / 1e6, 2), "gmacs": e.gmacs_eval, "eval_size": e.eval_size,
                 "published_top1": e.top1, "published_top5": e.top5, **self.prediction.as_dict(),
                 "latency_ms": round(self.latency_ms, 3), "first_call_ms": round(self.first_ms, 3),
-                "warm_runs": len(self.warm_ms)}
+                "warm_runs": len(self.warm_ms), "latency_backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -116,13 +122,15 @@ def compare(image: images.Source, tags: list[str] | None = None, *, engine: Engi
     for i, (e, p) in enumerate(zip(entries, preds, strict=True)):
         if warm_runs > 0:
             tell(i, len(entries), f"Timing {e.name} ({warm_runs} pass{'es' if warm_runs > 1 else ''})")
-        rows.append(Row(e, p, _warm(eng, e, decoded, warm_runs, device)))
+        rows.append(Row(e, p, *_warm(eng, e, decoded, warm_runs, device)))
     return Comparison(rows, agreement(preds))
 
 
-def _warm(eng: Engine, entry: ModelEntry, image, runs: int, device) -> tuple[float, ...]:
-    """Milliseconds of `runs` further forward passes of `entry` on the image, each a batch of one."""
-    if image is None:
-        return ()
+def _warm(eng: Engine, entry: ModelEntry, image, runs: int, device) -> tuple[tuple[float, ...], str | None]:
+    """(milliseconds of `runs` further forward passes of `entry` on the image, each a batch of one; the backend
+    that ran the last of them)."""
+    if image is None or runs <= 0:
+        return (), None
     batch = images.preprocess(images.preprocessing(entry), image).unsqueeze(0)
-    return tuple(eng.logits(entry.name, batch, device)[1] for _ in range(max(0, runs)))
+    passes = [eng.logits(entry.name, batch, device) for _ in range(runs)]
+    return tuple(p[1] for p in passes), passes[-1][3]

@@ -21,10 +21,10 @@ ROBUSTNESS = (("imagenet-real", "ReaL"), ("imagenetv2", "V2"), ("sketch", "Sketc
 ZOO_COLUMNS = ["model", "family", "depth", "params (M)", "GMACs", "eval px", "top-1", "top-5",
                *(f"{label} top-1" for _, label in ROBUSTNESS), "license", "pretrained on", "local"]
 # The short numbers first (they must show without scrolling on a laptop); the long text last, wrapped.
-COMPARE_COLUMNS = ["model", "params (M)", "GMACs", "published top-1", "latency (ms)", "first call (ms)", "top-1 here",
-                   "top-5 here"]
+COMPARE_COLUMNS = ["model", "params (M)", "GMACs", "published top-1", "latency (ms)", "first call (ms)", "run by",
+                   "top-1 here", "top-5 here"]
 # px, not %: a phone scrolls sideways (model first) instead of breaking words into letters
-COMPARE_WIDTHS = ["180px", "80px", "70px", "90px", "90px", "90px", "170px", "330px"]
+COMPARE_WIDTHS = ["180px", "80px", "70px", "90px", "90px", "90px", "110px", "170px", "330px"]
 MISSING = "not downloaded"  # the pickers' mark for a tag whose weights are not on this machine
 
 
@@ -134,10 +134,18 @@ def comparison_table(cmp: Comparison) -> pd.DataFrame:
             "model": r.entry.name, "params (M)": round(r.entry.params / 1e6, 1),
             "GMACs": round(r.entry.gmacs_eval, 2), "published top-1": r.entry.top1,
             "latency (ms)": round(r.latency_ms, 1), "first call (ms)": round(r.first_ms, 1),
+            "run by": backend_name(r.backend),
             "top-1 here": f"{best.label.name} ({best.probability:.1%})",
             "top-5 here": ", ".join(s.label.name for s in r.prediction.top[:5]),
         })
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def backend_name(backend: str) -> str:
+    """A backend's name for a table cell: latencies of ONNX Runtime and eager PyTorch are not comparable."""
+    if backend.startswith("onnxruntime"):
+        return "ONNX Runtime"
+    return "PyTorch, GPU" if "cuda" in backend else "PyTorch"
 
 
 def agreement(cmp: Comparison) -> str:
