@@ -316,38 +316,3 @@ def test_api_guide_is_generated_from_the_real_routes():
     assert "`/healthz`" in text and "curl -s http://zoo.example:7860/healthz" in text
     assert "pick_row" not in text  # private UI-only events stay out
 
-
-
-def test_an_empty_offline_server_says_who_can_add_weights(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from zoo.settings import Settings
-
-    text = views.banner(compare.default_tags(), Settings.from_env())
-    assert "import weight files" in text and 'not marked "not downloaded"' not in text  # none is: nothing to pick
-
-
-def test_a_job_queued_behind_a_long_one_says_what_it_waits_for():
-    """Queued behind a training, Compare showed nothing for minutes but a faded button (a browser pass)."""
-    import threading
-
-    import gradio as gr
-
-    from zoo.ui import relay, wiring
-
-    note = wiring.waiting_note("The comparison")
-    assert isinstance(note(), type(gr.skip()))  # nothing running: the status line is left to the job itself
-    started, release = threading.Event(), threading.Event()
-
-    def job(emit, cancel):
-        started.set()
-        release.wait(10)
-
-    jobs = relay.relay(job, "zoo-test", what="training")
-    consumer = threading.Thread(target=lambda: list(jobs))
-    consumer.start()
-    assert started.wait(10)
-    text = note()
-    assert text.startswith("⏳ Waiting: a training is running") and "The comparison starts as soon as it ends" in text
-    release.set()
-    consumer.join(10)
-    assert relay.running() == []

@@ -14,7 +14,7 @@ from zoo.errors import InvalidArgumentError
 from zoo.ui import feedback, upload, views
 from zoo.ui.relay import relay
 from zoo.ui.wiring import image as _image
-from zoo.ui.wiring import ready, waiting_note
+from zoo.ui.wiring import ready
 
 
 @feedback.to_status(4, file_arg=0)
@@ -91,10 +91,6 @@ def build_tab(choices: list, examples: list[list[str]], heavy: dict[str, Any]) -
                      api_visibility="private")
     cmp_run.click(compare_depths, [cmp_image, cmp_models], [cmp_table, cmp_agree, cost_plot, speed_plot, cmp_status],
                   api_name="compare", show_progress_on=[cmp_status], **heavy)
-    cmp_run.click(waiting_note("The comparison"), None, cmp_status, queue=False, show_progress="hidden",
-                  api_visibility="private")
     eval_run.click(evaluate_zip, [dataset, cmp_models], [eval_table, eval_note, cmp_status], api_name="evaluate",
                    show_progress_on=[eval_note], **heavy)
-    eval_run.click(waiting_note("The evaluation"), None, eval_note, queue=False, show_progress="hidden",
-                   api_visibility="private")
     return cmp_models

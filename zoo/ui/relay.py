@@ -16,13 +16,6 @@ WATCH_S = 0.25  # how often a job's handler looks whether the server is shutting
 CLEANUP_S = 5.0  # how long a stopping server lets a cancelled job clean up (its job folder, temp files)
 TICK_S = 2.0  # the longest a job's handler goes without an update: Gradio stops a job whose client left only there
 Emit = Callable[[str, Any], None]  # (kind, payload)
-_running: dict[int, tuple[str, float]] = {}  # the long jobs running now: (what, monotonic start) by worker
-
-
-def running() -> list[tuple[str, float]]:
-    """(what, seconds so far) of each long job running now, oldest first: what a queued job waits for."""
-    now = time.monotonic()
-    return sorted(((what, now - start) for what, start in list(_running.values())), key=lambda j: -j[1])
 
 
 def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "training",
@@ -54,7 +47,6 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
     worker = threading.Thread(target=work, name=name, daemon=True)
     worker.start()
     last = time.monotonic()
-    _running[id(worker)] = (what, last)
     try:
         while True:
             try:
@@ -79,7 +71,6 @@ def relay(job: Callable[[Emit, threading.Event], Any], name: str, what: str = "t
                 return
     finally:
         cancel.set()
-        _running.pop(id(worker), None)
 
 
 def _drain(events: queue.Queue) -> list[tuple[str, Any]]:

@@ -8,13 +8,11 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import gradio as gr
 
 from zoo import inference, resolver
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.ui import relay
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +55,6 @@ def image(image: str | None) -> str:
     if not image:
         raise InvalidArgumentError("Upload an image first, or pick one of the examples.")
     return image
-
-
-def waiting_note(action: str) -> Callable[[], Any]:
-    """A handler (run unqueued, beside a queued long job) that says, in the status line, what the job waits for
-    when a long job holds the one slot they share: queued behind a training, Compare showed nothing at all for
-    minutes but a faded button. Otherwise it changes nothing (the queued job's own progress shows there)."""
-
-    def note() -> Any:
-        jobs = relay.running()
-        if not jobs:
-            return gr.skip()
-        what, so_far = jobs[0]
-        return (f"⏳ Waiting: a {what} is running on this server ({_duration(so_far)} so far), and long jobs run "
-                f"one at a time. {action} starts as soon as it ends.")
-
-    return note
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def download_bar(progress: gr.Progress, name: str) -> Callable[[int, int | None], None]:
