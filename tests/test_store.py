@@ -318,3 +318,18 @@ def test_an_unreadable_record_keeps_every_blob_and_verify_names_it(resnet18_file
     assert path.is_file() and any("kept every blob" in r.getMessage() for r in caplog.records)
     assert st.unreadable_records() == [(TAG, message.removeprefix("UNREADABLE: ").split(";")[0])]
     assert st.remove(TAG) and not path.exists()  # removed on purpose: collected with it
+
+
+def test_a_store_on_a_full_disk_is_reported_full_not_writable(resnet18_file, monkeypatch):
+    """/readyz said `mode: writable` on a 100% full disk: its probe only creates an empty file (a helper's pass)."""
+    from types import SimpleNamespace
+
+    from zoo import store as store_module
+
+    weights.import_file(resnet18_file, TAG)
+    st = weights.store()
+    assert st.state()[0] == "writable"
+    monkeypatch.setattr(store_module.os, "statvfs", lambda path: SimpleNamespace(f_bavail=12, f_frsize=4096))
+    mode, why = st.state()
+    assert mode == "full" and "48 KiB free" in why and "serving what it holds" in why
+    assert st.writable() == (False, why) and st.checked(TAG) is not None  # it still serves what it holds

@@ -32,6 +32,7 @@ from zoo.paths import BLOBS, NAME, QUARANTINE, RECORD_FILE, RESERVED, WEIGHTS_FI
 
 log = logging.getLogger(__name__)
 SHA256 = re.compile(r"[0-9a-f]{64}")
+FULL_BYTES = 1 << 20  # a store's disk with less free than this is reported full (`Store.state`)
 SOURCES = ("hub", "hf-cache", "import", "fine-tune")
 
 
@@ -140,7 +141,8 @@ class Store:
         return out
 
     def state(self) -> tuple[str, str]:
-        """("writable" | "read-only" | "unusable", why): a read-only store still serves what it holds."""
+        """("writable" | "full" | "read-only" | "unusable", why): a read-only or full store still serves what it
+        holds. Full: under FULL_BYTES free on its disk (its probe, an empty file, still succeeds there)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -152,6 +154,14 @@ class Store:
             durable.TempFile(self.root, "probe").close()
         except OSError as exc:
             return "read-only", f"{self.root} is read-only here ({exc.strerror or exc}): serving what it holds"
+        try:
+            disk = os.statvfs(self.root)
+        except OSError:
+            return "writable", f"{self.root} is writable"
+        free = disk.f_bavail * disk.f_frsize
+        if free < FULL_BYTES:
+            return "full", (f"the disk holding {self.root} is full ({free // 1024} KiB free): serving what it holds; "
+                            "imports, fetches and training runs fail until space is freed")
         return "writable", f"{self.root} is writable"
 
     def writable(self) -> tuple[bool, str]:
