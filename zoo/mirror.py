@@ -88,8 +88,8 @@ class Repo:
         return next((f for f in self.files if f.rfilename == path), None)
 
 
-def _cached_blob(data: bytes, weights_dir: Path) -> tuple[Path, str]:
-    """(path, sha256) of a copy of `data` on disk that holds those bytes now, written again (durably) if it is
+def _cached_blob(data: bytes, sha: str, weights_dir: Path) -> Path:
+    """A copy of `data` (whose SHA-256 is `sha`) on disk that holds those bytes now, written again (durably) if it is
     missing or changed. In the store's cache; where that cannot be written (a read-only mirror, a full disk), in
     this process's own folder under the system's temp folder.
 
@@ -100,13 +100,12 @@ def _cached_blob(data: bytes, weights_dir: Path) -> tuple[Path, str]:
     Raises:
         StoreError: neither folder can be written.
     """
-    sha = hashlib.sha256(data).hexdigest()
     failed: list[tuple[Path, OSError]] = []
     for folder in (paths.hub_cache(weights_dir), Path(tempfile.gettempdir()) / f"zoo-mirror-{os.getuid()}"):
         path = folder / sha
         verdict = integrity.check(path, sha, len(data))  # one stat while the copy is the one last checked
         if verdict is not None and verdict.checked is not None:
-            return path, sha
+            return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with durable.TempFile(folder, "blob") as tmp:
@@ -117,7 +116,7 @@ def _cached_blob(data: bytes, weights_dir: Path) -> tuple[Path, str]:
             failed.append((folder, exc))
             continue
         integrity.forget(path)
-        return path, sha
+        return path
     raise StoreError("Cannot keep a copy of the mirror's small files: "
                      + "; ".join(durable.why(exc, folder) for folder, exc in failed) + ".")
 
@@ -260,5 +259,5 @@ def file_at(repo_id: str, revision: str, path: str, settings: Settings | None = 
                                  suggestions=close_matches(path, [x.rfilename for x in found.files]),
                                  commit=found.commit)
     if f.data is not None:  # a small file: its copy checked, and written again if it changed or went
-        f = replace(f, path=_cached_blob(f.data, settings.weights_dir)[0])
+        f = replace(f, path=_cached_blob(f.data, f.sha256, settings.weights_dir))
     return found, f

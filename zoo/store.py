@@ -96,10 +96,9 @@ class Store:
 
     def record(self, name: str) -> Record | None:
         try:
-            rec = Record.from_dict(json.loads((self.folder(name) / RECORD_FILE).read_text()))
-        except (OSError, ValueError, TypeError):
+            return _parse_record((self.folder(name) / RECORD_FILE).read_text(), name)
+        except (OSError, ValueError):
             return None
-        return rec if SHA256.fullmatch(str(rec.sha256)) and rec.name == name else None
 
     def has(self, name: str) -> bool:
         """True when the record and the file it names are both there and agree on the size."""
@@ -112,33 +111,38 @@ class Store:
     def records(self) -> list[Record]:
         if not self.root.is_dir():
             return []
-        recs = (self.record(p.name) for p in sorted(self.root.iterdir()) if is_tag_folder(p))
-        return [r for r in recs if r is not None]
+        return self._scan()[0]
 
     def unreadable_records(self) -> list[tuple[str, str]]:
         """(tag, why) for each tag folder whose record file is there but cannot be used (unreadable, not JSON,
         or not a record of that tag). Such a tag is not listed as stored, and no blob is collected while one is
         left: a typo in a hand-edited record.json deleted its 100 MB blob on the next `verify`."""
-        out = []
-        if not self.root.is_dir():
-            return out
-        for sub in sorted(self.root.iterdir()):
-            if not is_tag_folder(sub) or self.record(sub.name) is not None:
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[Record], list[tuple[str, str]]]:
+        """(the records, the unreadable ones as (tag, why)) of every tag folder, each record file read once."""
+        found: list[Record] = []
+        unreadable: list[tuple[str, str]] = []
+        for sub in sorted(self.root.iterdir()) if self.root.is_dir() else ():
+            if not is_tag_folder(sub):
                 continue
             try:
                 text = (sub / RECORD_FILE).read_text()
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                out.append((sub.name, f"{RECORD_FILE} cannot be read: {exc.strerror or exc}"))
+                unreadable.append((sub.name, f"{RECORD_FILE} cannot be read: {exc.strerror or exc}"))
                 continue
             try:
-                json.loads(text)
+                rec = _parse_record(text, sub.name)
             except ValueError as exc:
-                out.append((sub.name, f"{RECORD_FILE} is not valid JSON ({exc})"))
+                unreadable.append((sub.name, f"{RECORD_FILE} is not valid JSON ({exc})"))
+                continue
+            if rec is None:
+                unreadable.append((sub.name, f"{RECORD_FILE} is not a record of {sub.name}"))
             else:
-                out.append((sub.name, f"{RECORD_FILE} is not a record of {sub.name}"))
-        return out
+                found.append(rec)
+        return found, unreadable
 
     def state(self) -> tuple[str, str]:
         """("writable" | "full" | "read-only" | "unusable", why): a read-only or full store still serves what it
@@ -257,11 +261,11 @@ class Store:
         blobs = self.root / BLOBS
         if not blobs.is_dir():
             return
-        unreadable = self.unreadable_records()
+        records, unreadable = self._scan()
         if unreadable:  # the blob such a record names cannot be told apart from garbage: keep every one
             log.warning("kept every blob: the record of %s cannot be read (%s)", unreadable[0][0], unreadable[0][1])
             return
-        named = {r.sha256 for r in self.records()}
+        named = {r.sha256 for r in records}
         for path in blobs.iterdir():
             if SHA256.fullmatch(path.name) and path.name not in named:
                 path.unlink(missing_ok=True)
@@ -382,6 +386,20 @@ class Store:
             f"MISMATCH: the file hashes to {actual[:12]} but its record says {rec.sha256[:12]}; left as it "
             f"is: import the file again, or `python -m zoo rm {name}`"
         )
+
+
+def _parse_record(text: str, name: str) -> Record | None:
+    """The record of tag `name` in a record file's text; None when it is another tag's or not a record.
+
+    Raises:
+        ValueError: not JSON.
+    """
+    data = json.loads(text)
+    try:
+        rec = Record.from_dict(data)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return rec if SHA256.fullmatch(str(rec.sha256)) and rec.name == name else None
 
 
 def _copy_hashing(src: Path, tmp: durable.TempFile) -> str:

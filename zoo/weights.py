@@ -82,17 +82,17 @@ def resolve(name: str, *, progress: hub.Progress | None = None, settings: Settin
             return found
         cached = hub.cached_file(entry, settings)
         if cached is not None:  # its blob is named by the Hub's ETag: check the bytes against it
-            try:
-                sha = _verified_sha256(cached, cached.resolve().name, f"{entry.name} in the Hugging Face cache")
-            except WeightsIntegrityError:
-                hub.evict(cached)  # a damaged cache entry: fetch a fresh copy below
-            else:
-                record = Record(entry.name, sha, cached.stat().st_size, "hf-cache", entry.hf_hub_id,
-                                entry.hf_revision or "main")  # fmt: skip
-                return st.put(entry.name, cached, record, link=True)
+            found = _store_cached(st, entry, cached, cached.resolve().name,
+                                  ("hf-cache", entry.hf_hub_id, entry.hf_revision or "main"))
+            if found is not None:
+                return found
         try:
             remote = hub.remote_file(entry, settings)
-            _evict_if_damaged(hub.cached_at(remote, settings), remote.etag)
+            # what hf_hub_download would return unread: the store's blob may be its hard link, damaged with it
+            found = _store_cached(st, entry, hub.cached_at(remote, settings), remote.etag,
+                                  ("hub", remote.repo_id, remote.revision, remote.commit))
+            if found is not None:
+                return found
             path = hub.download(remote, settings, progress)
         except WeightsUnavailableError as exc:
             if corrupt is not None:  # say first what happened to the file this store had
@@ -154,19 +154,24 @@ def _stored(st: Store, name: str) -> tuple[Path | None, WeightsCorruptError | No
     return (found.path, None) if found else (None, st.set_aside(name))
 
 
-def _evict_if_damaged(cached: Path | None, etag: str | None) -> None:
-    """Evict the cache's copy at the commit about to be downloaded if its bytes are not the Hub's.
+def _store_cached(st: Store, entry: ModelEntry, cached: Path | None, etag: str | None,
+                  source: tuple[str, ...]) -> Path | None:
+    """Store the Hugging Face cache's copy if its bytes are what `etag` names (`source`: the record's source, repo,
+    revision and commit); evict it otherwise, and say None, as when there is none: then it is downloaded.
 
-    `hf_hub_download` returns such a copy without reading it. The store's blob may be the same file (a hard
-    link): when that blob changed on disk and was moved aside, its damaged twin stayed here, and the download
-    meant to replace it returned it again, refused as "the mirror serves a corrupt file".
+    Both the copy the cache has for the tag's branch and the one at the commit about to be downloaded go through
+    here. `hf_hub_download` returns the latter without reading it, and the store's blob may be the same file (a
+    hard link): when that blob changed on disk and was moved aside, its damaged twin stayed in the cache, and the
+    download meant to replace it returned it again, refused as "the mirror serves a corrupt file".
     """
     if cached is None:
-        return
+        return None
     try:
-        _verified_sha256(cached, etag, "the cached copy")
+        sha = _verified_sha256(cached, etag, f"{entry.name} in the Hugging Face cache")
     except WeightsIntegrityError:
-        hub.evict(cached)
+        hub.evict(cached)  # a damaged cache entry: fetch a fresh copy
+        return None
+    return st.put(entry.name, cached, Record(entry.name, sha, cached.stat().st_size, *source), link=True)
 
 
 def _verified_sha256(path: Path, etag: str | None, what: str) -> str | None:

@@ -224,10 +224,11 @@ def banner(tags: list[str], settings: Settings | None = None) -> str:
     missing = [e.name for e in map(registry.get, tags) if weights.where(e, settings) is None]
     if not missing:
         return ""
-    if (settings.hf_offline or hub.reachability.is_down) and not weights.store(settings).records():
+    offline = settings.hf_offline or hub.reachability.is_down
+    if offline and not weights.store(settings).records():
         why = ("the Hugging Face Hub cannot be reached from this server and no model's weights are on it, so "
                "whoever runs it has to import weight files (the README's \"Weights\" section)")
-    elif settings.hf_offline or hub.reachability.is_down:
+    elif offline:
         why = (f"the Hugging Face Hub cannot be reached from this server, so use the models not marked "
                f"\"{MISSING}\"")
     else:
