@@ -416,3 +416,85 @@ def test_a_png_of_millions_of_chunks_is_refused_before_pillow_reads_them():
         images.decode(png[:33] + chunk(b"zzZz") * 200_000 + png[33:])  # 2.4 MB; Pillow: 5.5 us a chunk
     assert time.perf_counter() - t0 < 1.0
     assert images.decode(png[:33] + chunk(b"tEXt", b"k\x00v") * 100 + png[33:]).size == (8, 8)
+
+
+def _exif_bomb(entries: int, region: int, orientation: int | None = None) -> bytes:
+    """Raw EXIF (a TIFF header and one directory) whose `entries` entries all point at the same `region` bytes."""
+    n = entries + (orientation is not None)
+    start = 8 + 2 + n * 12 + 4
+    table = [struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)] if orientation is not None else []
+    table += [struct.pack("<HHII", 40000 + i, 7, region, start) for i in range(entries)]
+    return b"II*\x00" + struct.pack("<IH", 8, n) + b"".join(table) + b"\0\0\0\0" + bytes(region)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG", "TIFF"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_read_in_every_format_as_pillow_reads_it(fmt, orientation):
+    src = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    src.save(buf, fmt, exif=exif.tobytes(), **({"quality": 100} if fmt == "JPEG" else {}))
+    from PIL import ImageOps
+
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))
+    assert np.array_equal(np.asarray(images.decode(buf.getvalue())), np.asarray(expected.convert("RGB")))
+
+
+def test_exif_whose_entries_all_point_at_the_same_megabytes_is_not_copied_per_entry():
+    """Only the orientation is read: Pillow's getexif copied each of 200 entries' 4 MB (817 MB from a 4 MB PNG)."""
+    import tracemalloc
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 1), (10, 20, 30)).save(buf, "PNG", exif=_exif_bomb(50, 1 << 20, orientation=6))
+    tracemalloc.start()
+    try:
+        im = images.decode(buf.getvalue())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert im.size == (1, 2)  # turned as its orientation says
+    assert peak < 12 << 20, peak  # the file's own 1 MB and its copy, not 50 MB of entries
+
+
+def test_a_tiff_whose_entries_point_at_gigabytes_of_metadata_is_refused_before_pillow_opens_it():
+    from zoo.images import MAX_TIFF_METADATA
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "TIFF")
+    data = buf.getvalue()
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    extra = [struct.pack("<HHII", 40000 + i, 7, 4 << 20, 8) for i in range(200)]  # 200 x 4 MiB at one place
+    head = data[:ifd] + struct.pack("<H", count + 200) + data[ifd + 2:ifd + 2 + count * 12] + b"".join(extra)
+    bomb = head + data[ifd + 2 + count * 12:] + bytes(4 << 20)
+    limit = MAX_TIFF_METADATA >> 20
+    with pytest.raises(InvalidImageError, match=rf"point at 800 MiB of metadata.*at most {limit} MiB"):
+        images.decode(bomb)
+    assert images.decode(data).size == (8, 8)  # an ordinary TIFF still decodes
+
+
+def test_a_jpeg_of_millions_of_empty_markers_is_refused_before_pillow_reads_them():
+    from zoo.images import MAX_JPEG_SEGMENTS
+
+    ordinary = corpus.encode(corpus.scene(), "JPEG", quality=90)
+    bomb = ordinary[:2] + b"\xff\xe5\x00\x02" * (MAX_JPEG_SEGMENTS + 10) + ordinary[2:]
+    with pytest.raises(InvalidImageError, match=rf"more than {MAX_JPEG_SEGMENTS:,} segments"):
+        images.decode(bomb)
+    assert images.decode(b"".join([ordinary[:2], b"\xff\xe5\x00\x02" * 100, ordinary[2:]])).size == (96, 64)
+
+
+def test_a_palette_image_with_transparency_is_converted_in_pieces_even_when_one_row_is_long():
+    from zoo.images import STRIP_PIXELS
+
+    wide = (STRIP_PIXELS * 5 // 2, 1)
+    assert all((r - left) * (b - t) <= STRIP_PIXELS for left, t, r, b in images._strips(wide))
+    src = Image.fromarray((np.arange(wide[0], dtype=np.uint32) % 7).astype(np.uint8)[None, :], "L").convert("P")
+    src.putpalette([v for i in range(256) for v in (i * 30 % 256, i * 60 % 256, 90)])
+    src.info["transparency"] = 3
+    buf = io.BytesIO()
+    src.save(buf, "PNG", transparency=3)
+    out = np.asarray(images.decode(buf.getvalue(), max_pixels=10 * STRIP_PIXELS))
+    rgba = Image.open(io.BytesIO(buf.getvalue())).convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    assert np.array_equal(out, np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))

@@ -24,6 +24,10 @@ def test_scrub_drops_server_paths_and_cli_sentences_but_keeps_file_names():
         "They were moved to `x-1-ab.safetensors`. Fetch them again.")
     assert feedback.scrub("They were left in place (/srv/zoo/weights is not writable here).") == (
         "They were left in place (`weights/` is not writable here).")  # was "( is not writable here)"
+    # a command in brackets goes, not the whole sentence around it (a full store's refusal was shown as "")
+    assert feedback.scrub("Not starting: the runs' models need about 45 MB but /srv/zoo has 3 MB free; free some "
+                          "space (`python -m zoo runs --rm RUN` deletes old runs).") == (
+        "Not starting: the runs' models need about 45 MB but `zoo/` has 3 MB free; free some space.")
 
 
 def test_unknown_model_suggests_close_names():

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from zoo import residency
 from zoo.errors import InvalidImageError
@@ -71,7 +71,7 @@ def decode(
     max_bytes = max_bytes or settings.max_image_mb * 1024 * 1024
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
-        return to_rgb(ImageOps.exif_transpose(source))
+        return to_rgb(_upright(source))
     data = _read(source, max_bytes)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise InvalidImageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this process; truncated files "
@@ -81,17 +81,56 @@ def decode(
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _check_pixels(im.size, max_pixels)
         _check_slow_decoder(im, len(data))
-    large = im.width * im.height * _bytes_per_pixel(im.mode) > LARGE_BYTES
+    # what decoding holds: the decoded mode, or the RGBA a palette or 1-bit image becomes (4 bytes a pixel)
+    large = im.width * im.height * max(_bytes_per_pixel(im.mode), 4) > LARGE_BYTES
     with _one_of_few() if large else contextlib.nullcontext():
         with _decode_errors(max_pixels):
             if min_side and im.format in ("JPEG", "MPO"):
                 _draft(im, min_side)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            im = _upright(im)
         return to_rgb(_reduce(im, min_side) if min_side else im)
 
 
+# EXIF orientation (1-8) -> the transpose that makes the image upright (as Pillow's ImageOps.exif_transpose)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+ORIENTATION = 0x0112
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says. Only that one entry is read: Pillow's `getexif` copies every
+    entry's data, and a 4 MB eXIf chunk whose 200 entries all point at the same bytes cost 817 MB that way."""
+    tags = getattr(im, "tag_v2", None)  # a TIFF's own first directory (already read when it was opened)
+    orientation = tags.get(ORIENTATION) if tags is not None else _exif_orientation(im.info.get("exif"))
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return im.transpose(method) if method is not None else im.copy()  # an Image, not the file's (as Pillow's)
+
+
+def _exif_orientation(exif: object) -> int | None:
+    """The Orientation entry of raw EXIF bytes (a TIFF header and its first directory), or None."""
+    if not isinstance(exif, bytes):
+        return None
+    data = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        for i in range(min(count, 4096)):
+            tag, kind, n = struct.unpack_from(order + "HHI", data, ifd + 2 + i * 12)
+            if tag == ORIENTATION:
+                return struct.unpack_from(order + "H", data, ifd + 10 + i * 12)[0] if kind == 3 and n == 1 else None
+    except struct.error:
+        return None
+    return None
+
+
 MAX_JPEG_SCANS = 100  # libjpeg writes 6-10 scans for a progressive JPEG; each costs a pass over every block
+MAX_JPEG_SEGMENTS = 4096  # markers of any kind: Pillow reads each in Python (6 million empty ones: 7.5 s, 835 MB)
+MAX_TIFF_METADATA = 16 * 2**20  # bytes the entries of a TIFF's first directory point at (Pillow copies each)
 MAX_TIFF_PARTS = 65536  # strips or tiles in a TIFF's first image: Pillow makes an object for each when it opens it
 
 
@@ -99,11 +138,21 @@ def _check_structure(data: bytes) -> None:
     """Files small on disk whose structure costs minutes or gigabytes before a pixel is decoded: a progressive
     JPEG of thousands of scans (each one a pass over the whole image: 1 MiB of them took 76 s of CPU), or a TIFF
     that lists millions of strips (24 MiB of strip offsets took 4 GB and 124 s in Pillow's open)."""
-    if data[:2] == b"\xff\xd8" and _jpeg_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+    scans = _jpeg_scans(data, MAX_JPEG_SCANS) if data[:2] == b"\xff\xd8" else 0
+    if scans < 0:
+        raise InvalidImageError(f"This JPEG is made of more than {MAX_JPEG_SEGMENTS:,} segments (markers), more than "
+                                f"this server reads (at most {MAX_JPEG_SEGMENTS:,}). Save it again without its "
+                                "metadata.")
+    if scans > MAX_JPEG_SCANS:
         raise InvalidImageError(f"This JPEG is coded in more than {MAX_JPEG_SCANS} scans, more than this server "
                                 "decodes; an ordinary progressive JPEG has about 10. Save it again as a baseline "
                                 "JPEG or as PNG.")
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and (parts := _tiff_parts(data)) > MAX_TIFF_PARTS:
+    parts, metadata = _tiff_parts(data) if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else (0, 0)
+    if metadata > MAX_TIFF_METADATA:
+        raise InvalidImageError(f"The entries of this TIFF point at {metadata / 2**20:,.0f} MiB of metadata, more than "
+                                f"this server reads (at most {MAX_TIFF_METADATA // 2**20} MiB). Save it again without "
+                                "its metadata, or as PNG.")
+    if parts > MAX_TIFF_PARTS:
         raise InvalidImageError(f"This TIFF is split into {parts:,} strips or tiles, more than this server reads "
                                 f"(at most {MAX_TIFF_PARTS:,}). Save it again with larger strips, or as PNG.")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and _png_chunks(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
@@ -134,9 +183,13 @@ def _check_slow_decoder(im: Image.Image, size: int) -> None:
 
 def _jpeg_scans(data: bytes, most: int) -> int:
     """The scans (SOS segments) of a JPEG, counted by walking its segments and skipping each scan's coded data;
-    stops past `most`. A file whose structure breaks off is left for Pillow to judge."""
-    pos, n, size = 2, 0, len(data)
+    stops past `most`, and answers -1 past MAX_JPEG_SEGMENTS segments of any kind. A file whose structure breaks
+    off is left for Pillow to judge."""
+    pos, n, size, segments = 2, 0, len(data), 0
     while pos + 4 <= size and n <= most:
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            return -1
         if data[pos] != 0xFF:
             return n
         marker = data[pos + 1]
@@ -199,8 +252,13 @@ def _gif_extensions(data: bytes) -> tuple[int, int]:
     return blocks, comments
 
 
-def _tiff_parts(data: bytes) -> int:
-    """The most StripOffsets or TileOffsets entries in a TIFF's first directory (classic and BigTIFF)."""
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+                    18: 8}  # bytes a value of each entry type takes
+
+
+def _tiff_parts(data: bytes) -> tuple[int, int]:
+    """(the most StripOffsets or TileOffsets entries, the bytes all other entries point at) in a TIFF's first
+    directory (classic and BigTIFF). Entries pointing at the same bytes count once each: Pillow copies each."""
     order = "<" if data[:2] == b"II" else ">"
     try:
         if data[2:4] in (b"*\x00", b"\x00*"):
@@ -211,14 +269,16 @@ def _tiff_parts(data: bytes) -> int:
             (ifd,) = struct.unpack_from(order + "Q", data, 8)
             (count,) = struct.unpack_from(order + "Q", data, ifd)
             entry, first, field = 20, ifd + 8, order + "HHQ"
-        most = 0
+        most = metadata = 0
         for i in range(min(count, 4096)):
-            tag, _, values = struct.unpack_from(field, data, first + i * entry)
+            tag, kind, values = struct.unpack_from(field, data, first + i * entry)
             if tag in (273, 279, 324, 325):  # strip and tile offsets and byte counts
                 most = max(most, values)
-        return most
+            else:
+                metadata += values * _TIFF_TYPE_BYTES.get(kind, 1)
+        return most, metadata
     except struct.error:  # a directory outside the file: Pillow says so
-        return 0
+        return 0, 0
 
 
 @contextlib.contextmanager
@@ -339,12 +399,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode == "RGB":
         return im
-    if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-        mode = im.mode
-        if mode == "RGB":
-            return im
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode == "P" and "transparency" not in im.info:
+        return im.convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La", "P"):  # a palette with a transparent entry: piece by piece too
         out = Image.new("RGB", im.size)
         for box in _strips(im.size):
             rgba = im.crop(box).convert("RGBA")
@@ -357,11 +414,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _strips(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
-    """Boxes (left, top, right, bottom) of whole rows, about STRIP_PIXELS each, covering an image of `size`."""
+    """Boxes (left, top, right, bottom) of about STRIP_PIXELS each covering an image of `size`: whole rows, or
+    pieces of one row where a row is longer (a 40,000,000x1 palette PNG took 954 MB converted as one strip)."""
     w, h = size
-    rows = max(1, STRIP_PIXELS // max(1, w))
+    rows, cols = max(1, STRIP_PIXELS // max(1, w)), min(w, STRIP_PIXELS)
     for top in range(0, h, rows):
-        yield 0, top, w, min(h, top + rows)
+        for left in range(0, w, cols):
+            yield left, top, min(w, left + cols), min(h, top + rows)
 
 
 def _scale_to_8bit(a: np.ndarray, mode: str) -> np.ndarray:

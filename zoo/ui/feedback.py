@@ -31,6 +31,7 @@ from zoo.settings import get_settings
 
 log = logging.getLogger(__name__)
 _CLI = re.compile(r"[^.]*`python -m zoo[^`]*`[^.]*\.\s*")  # a sentence that tells a visitor to run our CLI
+_CLI_ASIDE = re.compile(r"\s*\([^()]*`python -m zoo[^`]*`[^()]*\)")  # or an aside in brackets that does
 
 
 def whole(value: Any, what: str) -> int:
@@ -47,7 +48,7 @@ def whole(value: Any, what: str) -> int:
 
 def scrub(text: str) -> str:
     """`text` without sentences that need a shell on the server and without server paths (kept: file names)."""
-    text = _CLI.sub("", text)
+    text = _CLI.sub("", _CLI_ASIDE.sub("", text))
     return without_paths(text).strip()
 
 
