@@ -484,17 +484,29 @@ def test_a_jpeg_of_millions_of_empty_markers_is_refused_before_pillow_reads_them
     assert images.decode(b"".join([ordinary[:2], b"\xff\xe5\x00\x02" * 100, ordinary[2:]])).size == (96, 64)
 
 
-def test_a_palette_image_with_transparency_is_converted_in_pieces_even_when_one_row_is_long():
+def test_a_palette_image_with_transparency_is_converted_in_pieces():
     from zoo.images import STRIP_PIXELS
 
-    wide = (STRIP_PIXELS * 5 // 2, 1)
-    assert all((r - left) * (b - t) <= STRIP_PIXELS for left, t, r, b in images._strips(wide))
-    src = Image.fromarray((np.arange(wide[0], dtype=np.uint32) % 7).astype(np.uint8)[None, :], "L").convert("P")
+    assert all((r - left) * (b - t) <= STRIP_PIXELS for left, t, r, b in images._strips((STRIP_PIXELS * 5 // 2, 1)))
+    src = Image.fromarray((np.arange(60000 * 40, dtype=np.uint32) % 7).astype(np.uint8).reshape(40, 60000), "L")
+    src = src.convert("P")
     src.putpalette([v for i in range(256) for v in (i * 30 % 256, i * 60 % 256, 90)])
-    src.info["transparency"] = 3
     buf = io.BytesIO()
     src.save(buf, "PNG", transparency=3)
-    out = np.asarray(images.decode(buf.getvalue(), max_pixels=10 * STRIP_PIXELS))
+    out = np.asarray(images.decode(buf.getvalue()))
     rgba = Image.open(io.BytesIO(buf.getvalue())).convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     assert np.array_equal(out, np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
+    assert (out[np.asarray(src) == 3] == 255).all()
+
+
+@pytest.mark.parametrize("size", [(40_000_000, 1), (1, 40_000_000), (65536, 2)])
+def test_a_side_longer_than_jpeg_allows_is_refused_before_its_pixels_are_decoded(size):
+    """A 1x40,000,000 PNG (within the pixel limit) took 916 MB to decode: Pillow keeps a pointer and more a row."""
+    from zoo.images import MAX_SIDE
+
+    buf = io.BytesIO()
+    Image.new("1", size).save(buf, "PNG")  # a few KB
+    with pytest.raises(InvalidImageError, match=rf"{size[0]:,}x{size[1]:,} pixels.*sides of at most {MAX_SIDE:,}"):
+        images.decode(buf.getvalue(), max_pixels=50_000_000)
+    assert images.decode(corpus.encode(Image.new("RGB", (MAX_SIDE, 1)), "PNG")).size == (MAX_SIDE, 1)

@@ -30,6 +30,7 @@ ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif",
 ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 WHITE = (255, 255, 255)
 MAX_ASPECT = 4  # images longer than this many times their width are centre-cropped before resizing
+MAX_SIDE = 65535  # pixels: Pillow keeps a pointer and more for every row (a 1x40,000,000 PNG took 916 MB to decode)
 # Decoding memory. An image whose pixels take more than LARGE_BYTES in its own mode is decoded while holding one of
 # DECODE_SLOTS places (decoding is CPU-bound: two cores gain nothing from more at once), so that N requests with
 # 40-megapixel files hold at most DECODE_SLOTS of them, not N (ten 16-bit PNGs of 6324x6324, 300 KB each, took
@@ -376,6 +377,9 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if w * h > max_pixels:
         raise InvalidImageError(f"The image is {w}x{h} = {w * h:,} pixels; this server decodes at most "
                                 f"{max_pixels:,} (ZOO_MAX_IMAGE_PIXELS). Downscale it first.")
+    if max(w, h) > MAX_SIDE:
+        raise InvalidImageError(f"The image is {w:,}x{h:,} pixels; this server decodes sides of at most "
+                                f"{MAX_SIDE:,} pixels (as JPEG and WebP allow). Crop or downscale it first.")
 
 
 def _scale(size: tuple[int, int], min_side: int) -> int:
