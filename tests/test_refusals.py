@@ -87,6 +87,30 @@ def test_uploads_past_their_disk_budget_are_refused_before_their_body_is_read(mo
         server.stop()
 
 
+def test_an_upload_the_disk_has_no_room_for_is_refused_before_its_body_is_read(monkeypatch):
+    """On a nearly full disk Gradio answered a bare 500, kept the partial file open and failed every later upload."""
+    import collections
+    import shutil
+
+    from app import build_app
+    from zoo import uploads
+
+    usage, real = collections.namedtuple("usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(uploads.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 20 * 2**20, 20 * 2**20))
+    server = LiveServer(build_app()).start()
+    try:
+        url = f"{server.url}/gradio_api/upload"
+        refused = httpx.post(url, files={"files": ("a.png", b"x" * 5_000_000, "image/png")}, timeout=30)
+        assert refused.status_code == 507, refused.text
+        assert "disk for uploads is nearly full: 4.0 MiB can be spared, and this upload needs 4.8 MiB" in refused.text
+        assert httpx.post(url, files={"files": ("b.png", b"x" * 100_000, "image/png")}, timeout=30).status_code == 200
+        monkeypatch.setattr(uploads.shutil, "disk_usage", real)  # room again: taken at once
+        again = httpx.post(url, files={"files": ("c.png", b"x" * 5_000_000, "image/png")}, timeout=30)
+        assert again.status_code == 200, again.text
+    finally:
+        server.stop()
+
+
 def test_a_body_other_than_an_upload_is_at_most_a_mib(tmp_path):
     """A queue call carrying 200 MiB of JSON was read whole, kept in memory and written to the log."""
     import httpx

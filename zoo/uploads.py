@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -74,6 +75,14 @@ def start_sweeper(folder: Path, older_than_s: float) -> threading.Thread:
     return thread
 
 
+class DiskFullError(Exception):
+    """The uploads' disk has `free` bytes to spare, fewer than an upload of `size` bytes needs."""
+
+    def __init__(self, free: int, size: int):
+        super().__init__(free, size)
+        self.free, self.size = free, size
+
+
 class DiskBudget:
     """The bytes the upload folder may hold, stored and in flight together (ZOO_UPLOADS_MAX_MB).
 
@@ -110,12 +119,26 @@ class DiskBudget:
             self._every = max(self.USAGE_EVERY_S, self.WALK_SHARE * (self._read_at - now))
         return self._usage
 
+    DISK_MARGIN = 16 * 2**20  # bytes left free on the uploads' disk for everything else that writes there
+
     def reserve(self, size: int) -> int | None:
-        """Reserve `size` bytes: None when granted, else the bytes the folder holds and has promised now."""
+        """Reserve `size` bytes: None when granted, else the bytes the folder holds and has promised now.
+
+        Raises:
+            DiskFullError: the folder's disk has no room for it (beside what other uploads have promised),
+                whatever the budget says: Gradio answered a bare 500 to an upload that filled the disk, kept its
+                partial file open (so no sweep could delete it) and answered 500 to every upload after it.
+        """
         with self._lock:
             held = self.usage() + self._reserved
             if held + size > self.most:
                 return held
+            try:
+                free = shutil.disk_usage(self.folder).free
+            except OSError:
+                free = None  # no folder yet: Gradio makes it
+            if free is not None and free - self._reserved < size + self.DISK_MARGIN:
+                raise DiskFullError(max(free - self._reserved - self.DISK_MARGIN, 0), size)
             self._reserved += size
             return None
 

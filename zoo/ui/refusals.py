@@ -83,6 +83,12 @@ def uploads_full(held: int, most: int, size: int) -> str:
             "uploads are deleted after ZOO_UPLOAD_TTL_S.")
 
 
+def disk_full(free: int, size: int) -> str:
+    return (f"The server's disk for uploads is nearly full: {free / 2**20:,.1f} MiB can be spared, and this upload "
+            f"needs {size / 2**20:,.1f} MiB. Try again in a few minutes (uploads are deleted after ZOO_UPLOAD_TTL_S), "
+            "or tell whoever runs this server.")
+
+
 class UploadDiskBudget:
     """ASGI middleware: each upload reserves its declared length in the uploads' DiskBudget while it runs."""
 
@@ -95,12 +101,16 @@ class UploadDiskBudget:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
         size = int(declared) if declared.isdigit() else self.undeclared
-        if self.budget.due():  # the folder is read again: off the event loop
-            held = await anyio.to_thread.run_sync(self.budget.reserve, size)
-        else:
-            held = self.budget.reserve(size)
-        if held is not None:
-            body = uploads_full(held, self.budget.most, size).encode()
+        try:
+            if self.budget.due():  # the folder is read again: off the event loop
+                held = await anyio.to_thread.run_sync(self.budget.reserve, size)
+            else:
+                held = self.budget.reserve(size)
+            refusal = uploads_full(held, self.budget.most, size) if held is not None else None
+        except uploads.DiskFullError as full:
+            refusal = disk_full(full.free, full.size)
+        if refusal is not None:
+            body = refusal.encode()
             await send({"type": "http.response.start", "status": 507, "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close")]})
