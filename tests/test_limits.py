@@ -353,3 +353,28 @@ def test_gradio_keeps_no_per_event_records_and_never_recomputes_their_summary(li
             body = http.get(f"/gradio_api/call/catalog/{r.json()['event_id']}").text
             assert "event: complete" in body, body[-300:]
     assert queue.events_recorded >= 3 and len(queue.event_analytics) <= 1 and summaries == []
+
+
+def test_members_that_cannot_be_written_are_refused_in_one_sentence_each(tmp_path, monkeypatch):
+    """A name too long for the disk, a name that is another member's folder, a full disk: each said "OSError"."""
+    png = corpus.encode(Image.new("RGB", (4, 4)), "PNG")
+
+    def zipped(*names: str) -> Path:
+        path = tmp_path / f"z{len(list(tmp_path.glob('z*.zip')))}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for name in names:
+                z.writestr(name, png)
+        return path
+
+    dest = tmp_path / "job"
+    with pytest.raises(InvalidDatasetError, match=r"too long for this server's disk \(300 bytes; at most 255"):
+        archives.extract(zipped("cat/" + "a" * 296 + ".png"), dest / "1", (".png",))
+    with pytest.raises(InvalidDatasetError, match=r"'cat/x\.png/y\.png' is both a file and a folder"):
+        archives.extract(zipped("cat/x.png", "cat/x.png/y.png"), dest / "2", (".png",))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archives, "open", full, raising=False)
+    with pytest.raises(InvalidDatasetError, match=r"could not be unpacked: no space left on the device"):
+        archives.extract(zipped("cat/y.png"), dest / "3", (".png",))

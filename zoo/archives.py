@@ -5,6 +5,7 @@ at the declared size, in chunks, never inflated whole first."""
 
 from __future__ import annotations
 
+import errno
 import stat
 import zipfile
 import zlib
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from zoo import durable
 from zoo.errors import InvalidDatasetError
 
 MAX_MEMBERS = 100_000  # files in one zip
@@ -140,9 +142,25 @@ def extract(path: Path, dest: Path, suffixes: tuple[str, ...], *, max_member: in
             target = (dest / m.name).resolve()
             if dest not in target.parents:  # belt and braces after the name checks
                 raise InvalidDatasetError(f"{label}: {m.name!r} would land outside the job folder.")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                for chunk in chunks(archive, m, label):
-                    out.write(chunk)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    for chunk in chunks(archive, m, label):
+                        out.write(chunk)
+            except OSError as exc:
+                raise InvalidDatasetError(_unpack_error(label, m.name, exc, dest)) from None
             written.append(target)
     return written
+
+
+def _unpack_error(label: str, name: str, exc: OSError, dest: Path) -> str:
+    """Why a member could not be written into the job folder, as one sentence (was "OSError" or "FileExistsError")."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"{label}: the member name {name[:60]!r}... is too long for this server's disk "
+                f"({len(PurePosixPath(name).name.encode())} bytes; at most 255 a name). Rename it and zip again.")
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return (f"{label}: {name!r} is both a file and a folder in this zip (a member's name is another's folder). "
+                "Rename one and zip again.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{label} could not be unpacked: {durable.why(exc, dest)}, or send a smaller zip."
+    return f"{label}: {name!r} could not be unpacked ({exc.strerror or type(exc).__name__})."
